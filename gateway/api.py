@@ -1,0 +1,178 @@
+"""The JSON API: publish, inspect topics and history, health; JSON errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from .context import CONTEXT
+from .errors import BadRequest, Conflict, PayloadTooLarge, StreamgateError
+from .ids import format_id
+from .transports.common import parse_limit, parse_since, validate_topic
+
+__all__ = ["STATIC_DIR", "error_middleware", "json_error", "routes"]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+MESSAGES_LIMIT = 1000
+BATCH_MAX_ITEMS = 10_000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(obj: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return json_response({"error": code, "message": message}, status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON with the right status."""
+    try:
+        return await handler(request)
+    except StreamgateError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = (exc.reason or "error").lower().replace(" ", "_")
+        return json_error(exc.status, code, exc.text or exc.reason)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (413) without buffering it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body is {request.content_length} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+def parse_json(body: bytes) -> object:
+    if not body.strip():
+        raise BadRequest("the body is empty; send a JSON value", code="bad_json")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="bad_json") from None
+
+
+def _publish_target(request: web.Request) -> str:
+    ctx = request.app[CONTEXT]
+    topic = validate_topic(request.match_info["topic"])
+    if topic in ctx.streams:
+        raise Conflict(f"{topic!r} is a per-connection stream, not a topic", code="not_a_topic")
+    return topic
+
+
+async def publish(request: web.Request) -> web.Response:
+    """``POST /topics/{topic}``: the body (any JSON value) becomes the message data."""
+    ctx = request.app[CONTEXT]
+    topic = _publish_target(request)
+    value = parse_json(await read_body(request, ctx.settings.max_message_bytes))
+    (message,) = await ctx.broker.publish(topic, [orjson.dumps(value)])
+    return json_response({"id": message.id, "topic": topic}, status=201)
+
+
+async def publish_batch(request: web.Request) -> web.Response:
+    """``POST /topics/{topic}/batch``: a JSON array, or NDJSON, of message data."""
+    ctx = request.app[CONTEXT]
+    topic = _publish_target(request)
+    limit = ctx.settings.max_message_bytes
+    body = await read_body(request, limit * 16)
+    items: list[object]
+    if request.content_type == "application/x-ndjson":
+        items = [parse_json(line) for line in body.split(b"\n") if line.strip()]
+    else:
+        value = parse_json(body)
+        if not isinstance(value, list):
+            raise BadRequest("a batch is a JSON array (or NDJSON lines)", code="bad_json")
+        items = value
+    if not items:
+        raise BadRequest("the batch is empty", code="bad_json")
+    if len(items) > BATCH_MAX_ITEMS:
+        raise PayloadTooLarge(f"at most {BATCH_MAX_ITEMS} messages per batch")
+    data = [orjson.dumps(item) for item in items]
+    for i, d in enumerate(data):
+        if len(d) > limit:
+            raise PayloadTooLarge(f"item {i} is over the limit of {limit} bytes")
+    messages = await ctx.broker.publish(topic, data)
+    return json_response({"ids": [m.id for m in messages], "topic": topic}, status=201)
+
+
+async def list_topics(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    topics = [
+        {
+            "name": t.name,
+            "kind": "shared",
+            "first_id": t.first_id,
+            "last_id": t.last_id,
+            "length": t.length,
+            "subscribers": ctx.hub.subscriber_counts(t.name),
+        }
+        for t in ctx.broker.topics()
+    ]
+    streams = [{"name": name, "kind": "per-connection"} for name in ctx.streams]
+    return json_response({"topics": topics, "streams": streams})
+
+
+async def topic_messages(request: web.Request) -> web.Response:
+    """``GET /topics/{topic}/messages?since=&limit=``: history as one JSON document."""
+    ctx = request.app[CONTEXT]
+    topic = validate_topic(request.match_info["topic"])
+    since = parse_since(request.query.get("since"))
+    limit = parse_limit(request.query.get("limit"), maximum=MESSAGES_LIMIT) or 100
+    ctx.require_topic(topic)
+    read = await ctx.broker.read(topic, since, limit)
+    last_id = format_id(read.last_key) if read.last_key != (0, 0) else None
+    # The message objects are embedded byte for byte, as on the streams.
+    head = orjson.dumps(
+        {"topic": topic, "gap": read.gap, "first_id": read.first_id, "last_id": last_id}
+    )
+    body = head[:-1] + b',"messages":[' + b",".join(m.json for m in read.messages) + b"]}"
+    return web.Response(body=body, content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return json_response(
+        {"status": "ok", "topics": len(ctx.broker.topics()), "connections": len(ctx.sessions)}
+    )
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    page = STATIC_DIR / "index.html"
+    if not page.is_file():
+        return web.Response(text="streamgate: the page is not installed\n", status=404)
+    return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    from .transports.chunked import handle_chunked
+    from .transports.sse import handle_sse
+    from .transports.websocket import handle_ws
+
+    return [
+        web.get("/", index),
+        web.get("/healthz", healthz),
+        web.get("/topics", list_topics),
+        web.post("/topics/{topic}", publish),
+        web.post("/topics/{topic}/batch", publish_batch),
+        web.get("/topics/{topic}/messages", topic_messages),
+        web.get("/chunked/{topic}", handle_chunked),
+        web.get("/sse/{topic}", handle_sse),
+        web.get("/ws/{topic}", handle_ws),
+        web.static("/static", STATIC_DIR, append_version=False),
+    ]

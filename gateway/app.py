@@ -1,0 +1,169 @@
+"""Building and running the application: state, background tasks, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from . import errors
+from .api import STATIC_DIR, error_middleware, routes
+from .broker.memory import MemoryBroker
+from .context import CONTEXT, Context
+from .hub import Hub
+from .settings import Settings
+from .sources import count, load_target, parse_spec, run_source, ticks
+from .transports.chunked import HEARTBEAT
+from .transports.common import validate_topic
+
+__all__ = ["Running", "build_app", "running", "serve"]
+
+log = logging.getLogger("gateway")
+
+TICKS = "ticks"
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The aiohttp application for ``settings``, not yet started."""
+    broker = MemoryBroker(history_size=settings.history_size, max_topics=settings.max_topics)
+    hub = Hub(broker, write_delay=settings.write_delay)
+    ctx = Context(settings=settings, broker=broker, hub=hub)
+    ctx.streams["count"] = count
+    for spec in settings.streams:
+        name, target = parse_spec(spec)
+        ctx.streams[validate_topic(name)] = load_target(target)
+
+    app = web.Application(middlewares=[error_middleware])
+    app[CONTEXT] = ctx
+    app.add_routes(routes())
+    app.cleanup_ctx.append(_background(ctx))
+    app.on_shutdown.append(_say_goodbye)
+    STATIC_DIR.mkdir(exist_ok=True)
+    return app
+
+
+def _shared_sources(ctx: Context) -> dict[str, Callable[[], AsyncIterator[object]]]:
+    settings = ctx.settings
+    sources: dict[str, Callable[[], AsyncIterator[object]]] = {}
+    if settings.tick_interval > 0:
+        interval = settings.tick_interval
+        sources[TICKS] = lambda: ticks(interval)
+    for spec in settings.sources:
+        name, target = parse_spec(spec)
+        sources[validate_topic(name)] = load_target(target)
+    return sources
+
+
+def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        await ctx.broker.start()
+        sources = _shared_sources(ctx)
+        for name in (*ctx.settings.topics, *sources):
+            if name in ctx.streams:
+                raise ValueError(f"{name!r} is both a topic and a per-connection stream")
+            await ctx.broker.create_topic(validate_topic(name))
+        tasks = [
+            asyncio.create_task(
+                run_source(name, factory, ctx.broker.publish), name=f"source:{name}"
+            )
+            for name, factory in sources.items()
+        ]
+        tasks.append(asyncio.create_task(_heartbeats(ctx), name="heartbeats"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await ctx.broker.close()
+
+    return background
+
+
+async def _heartbeats(ctx: Context) -> None:
+    """Chunked streams get a blank line every interval (SSE and WS have their own)."""
+    while True:
+        await asyncio.sleep(ctx.settings.heartbeat)
+        for sink in list(ctx.sessions):
+            if sink.transport_name == "chunked":
+                sink.heartbeat(HEARTBEAT)
+
+
+async def _say_goodbye(app: web.Application) -> None:
+    """Shutdown, step 1: every stream gets a goodbye; wait for most of the grace."""
+    ctx = app[CONTEXT]
+    for sink in list(ctx.sessions):
+        sink.close(errors.SHUTDOWN)
+    deadline = time.monotonic() + ctx.settings.grace * 0.6
+    while ctx.sessions and time.monotonic() < deadline:  # noqa: ASYNC110 (a set, no event)
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class Running:
+    """A started gateway: where it listens, and how to stop it."""
+
+    app: web.Application
+    runner: web.AppRunner
+    port: int
+
+    @property
+    def context(self) -> Context:
+        return self.app[CONTEXT]
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """Start the gateway on ``settings.host:port`` and stop it on exit.
+
+    Shutdown takes at most ``settings.grace`` seconds (plus a little): streams
+    get their goodbye, handlers get the rest of the grace, then connections
+    that are still open (clients that do not read) are dropped.
+    """
+    app = build_app(settings)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=max(0.1, settings.grace * 0.3),
+        access_log=None,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or ()
+        port = sockets[0].getsockname()[1] if sockets else settings.port
+        yield Running(app, runner, port)
+    finally:
+        server_obj = runner.server
+        await runner.cleanup()
+        # Connections still holding unsent bytes (stuck clients) would keep
+        # their transports alive; the grace period is over, drop them.
+        if server_obj is not None:
+            for conn in list(server_obj.connections):
+                if conn.transport is not None:
+                    conn.transport.abort()
+
+
+async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down within the grace period."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(settings) as gw:
+        log.info("streamgate listening on http://%s:%d", settings.host, gw.port)
+        if on_ready is not None:
+            on_ready(gw.port)
+        await stop.wait()
+        log.info("shutting down (grace %.1f s)", settings.grace)
+    log.info("stopped")

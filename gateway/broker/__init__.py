@@ -1,0 +1,61 @@
+"""The broker: owns ids and history, and hands every new message to a listener.
+
+Two implementations are planned behind one protocol: :mod:`.memory` (the
+embedded default) and a Redis Streams broker for several replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..ids import Key
+from ..message import Message
+
+__all__ = ["Broker", "HistoryRead", "Listener", "TopicInfo"]
+
+Listener = Callable[[Message], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """What :meth:`Broker.read` found after an id."""
+
+    messages: Sequence[Message]
+    gap: bool
+    """True when messages after ``since`` were evicted from history."""
+    first_id: str | None
+    last_key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    first_id: str | None
+    last_id: str | None
+    length: int
+
+
+class Broker(Protocol):
+    """Ids, history and the hand-off of new messages to the hub."""
+
+    def set_listener(self, listener: Listener) -> None:
+        """Called with every new message, in id order, on the event loop."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def has_topic(self, topic: str) -> bool: ...
+
+    async def create_topic(self, topic: str) -> None:
+        """Make ``topic`` exist (idempotent). Raises Conflict past max_topics."""
+
+    async def publish(self, topic: str, data_json: Sequence[bytes]) -> list[Message]:
+        """Append one message per item, in order; returns them with their ids."""
+
+    async def read(self, topic: str, since: Key | None, limit: int | None = None) -> HistoryRead:
+        """Retained messages with id > ``since`` (all when None), oldest first."""
+
+    def topics(self) -> list[TopicInfo]: ...

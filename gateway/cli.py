@@ -1,0 +1,58 @@
+"""``streamgate`` command line: ``streamgate serve [flags]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .settings import add_arguments, from_args
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamgate",
+        description="Push the same messages over chunked HTTP, WebSocket and SSE.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. Every flag can also be set with the STREAMGATE_* "
+        "environment variable shown in its help; a flag beats the variable.",
+    )
+    add_arguments(serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = from_args(args)
+        except ValueError as exc:
+            print(f"streamgate: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        from .app import serve
+
+        try:
+            asyncio.run(serve(settings))
+        except (ValueError, OSError) as exc:
+            print(f"streamgate: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The running gateway's shared state, stored on the aiohttp app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .broker import Broker
+from .errors import NotFound
+from .hub import Hub
+from .settings import Settings
+from .sources import StreamFactory
+
+if TYPE_CHECKING:
+    from .transports.sink import DirectSink
+
+__all__ = ["CONTEXT", "Context"]
+
+
+@dataclass(eq=False)
+class Context:
+    """Settings, broker, hub, per-connection streams and the open streams."""
+
+    settings: Settings
+    broker: Broker
+    hub: Hub
+    streams: dict[str, StreamFactory] = field(default_factory=dict)
+    sessions: set[DirectSink] = field(default_factory=set)
+    """Every open streaming connection (heartbeats, shutdown, tests)."""
+
+    def require_topic(self, topic: str) -> None:
+        if not self.broker.has_topic(topic):
+            raise NotFound(
+                f"unknown topic {topic!r}: publish to it first, or start the gateway with --topic"
+            )
+
+    def drop_all(self) -> int:
+        """Abort every open streaming connection at once (for fault tests)."""
+        sinks = list(self.sessions)
+        for sink in sinks:
+            sink.transport.abort()
+        return len(sinks)
+
+
+CONTEXT = web.AppKey("streamgate", Context)

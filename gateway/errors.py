@@ -1,0 +1,74 @@
+"""One exception tree for the gateway, and the Disconnect value transports translate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "Disconnect",
+    "NotFound",
+    "PayloadTooLarge",
+    "StreamgateError",
+]
+
+
+class StreamgateError(Exception):
+    """Base of every error the gateway raises on purpose.
+
+    ``status`` is the HTTP status the API answers with and ``code`` the short
+    machine-readable error name put in the JSON body.
+    """
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(StreamgateError):
+    status = 400
+    code = "bad_request"
+
+
+class NotFound(StreamgateError):
+    status = 404
+    code = "unknown_topic"
+
+
+class Conflict(StreamgateError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(StreamgateError):
+    status = 413
+    code = "too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Why the server ends a stream; every transport translates it.
+
+    ``ws_code`` is the WebSocket close code (RFC 6455 section 7.4), ``reason`` the
+    ``goodbye``/``end`` reason on every transport, and ``reconnect`` whether the
+    client is expected to come back (``goodbye``) or not (``end``).
+    """
+
+    reason: str
+    ws_code: int
+    reconnect: bool
+
+
+SHUTDOWN = Disconnect("shutdown", 1001, reconnect=True)
+SLOW_CONSUMER = Disconnect("slow_consumer", 4001, reconnect=True)
+WRITE_TIMEOUT = Disconnect("write_timeout", 4002, reconnect=True)
+LIMIT_REACHED = Disconnect("limit", 1000, reconnect=False)
+STREAM_COMPLETE = Disconnect("complete", 1000, reconnect=False)
+SOURCE_FAILED = Disconnect("source_failed", 1011, reconnect=True)
+CLIENT_GONE = Disconnect("client_gone", 1000, reconnect=False)

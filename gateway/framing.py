@@ -1,0 +1,207 @@
+"""Wire framing: pure functions from messages to bytes. No sockets, no asyncio.
+
+Every transport carries the same message JSON (:func:`message_json`); only the
+framing around it differs:
+
+* NDJSON: ``<json>\\n``
+* JSON array: ``[`` then items joined by ``,\\n`` then ``]\\n``
+* SSE (WHATWG HTML, "Server-sent events"): ``id: <id>\\ndata: <json>\\n\\n``
+* WebSocket (RFC 6455 section 5.2): one unmasked text frame per message
+* HTTP/1.1 chunked transfer coding (RFC 9112 section 7.1) around any of the
+  HTTP bodies.
+
+The message JSON never contains CR, LF or NUL bytes: JSON escapes control
+characters inside strings, orjson emits no whitespace, and topic names and ids
+are validated before they get here. That is what makes one ``data:`` line (or
+one NDJSON line) per message safe by construction; :func:`sse_event` still
+refuses a field value that would break the framing rather than trusting it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "HTTP_LAST_CHUNK",
+    "JSON_CLOSE",
+    "JSON_OPEN",
+    "NDJSON_HEARTBEAT",
+    "SSE_HEARTBEAT",
+    "Format",
+    "control_json",
+    "encode_control",
+    "encode_messages",
+    "http_chunk",
+    "json_item",
+    "message_json",
+    "ndjson_line",
+    "sse_event",
+    "ws_frame",
+]
+
+
+class Format(enum.Enum):
+    """How one message or control event is framed on a transport."""
+
+    NDJSON = "ndjson"
+    JSON_ARRAY = "json"
+    SSE = "sse"
+    WS = "ws"
+
+
+def message_json(id: str, topic: str, ts: float, data_json: bytes) -> bytes:
+    """The message object, identical on every transport.
+
+    ``data_json`` is already-serialized compact JSON; it is embedded as is.
+    """
+    return orjson.dumps({"id": id, "topic": topic, "ts": ts, "data": orjson.Fragment(data_json)})
+
+
+def control_json(type: str, **fields: Any) -> bytes:
+    """A control event: a JSON object whose first key is ``type``."""
+    return orjson.dumps({"type": type, **fields})
+
+
+# -- NDJSON -------------------------------------------------------------------
+
+NDJSON_HEARTBEAT = b"\n"
+"""A blank line: whitespace to a JSON reader, skipped by NDJSON readers."""
+
+
+def ndjson_line(obj_json: bytes) -> bytes:
+    return obj_json + b"\n"
+
+
+# -- JSON array ---------------------------------------------------------------
+
+JSON_OPEN = b"["
+JSON_CLOSE = b"]\n"
+JSON_SEPARATOR = b",\n"
+JSON_FIRST_STRIP = len(JSON_SEPARATOR)
+"""The first item of an array is written without its leading separator."""
+
+
+def json_item(obj_json: bytes) -> bytes:
+    """An array item with its leading separator (strip it for the first item)."""
+    return JSON_SEPARATOR + obj_json
+
+
+# -- Server-Sent Events ---------------------------------------------------------
+
+SSE_HEARTBEAT = b": ping\n\n"
+"""A comment line (ignored by EventSource), as aiohttp-sse writes it with sep="\\n"."""
+
+_SSE_FORBIDDEN = (b"\r", b"\n", b"\0")
+
+
+def _sse_field_value(name: str, value: str) -> bytes:
+    raw = value.encode()
+    for bad in _SSE_FORBIDDEN:
+        if bad in raw:
+            # WHATWG: a field ends at CR or LF, and an id containing NUL is
+            # ignored by the client; either would corrupt the stream.
+            raise ValueError(f"SSE {name} must not contain CR, LF or NUL: {value!r}")
+    return raw
+
+
+def sse_event(
+    data: bytes,
+    *,
+    id: str | None = None,
+    event: str | None = None,
+    retry: int | None = None,
+) -> bytes:
+    """One SSE event, lines ended by LF.
+
+    ``data`` is split on CR, LF and CRLF into several ``data:`` lines, as the
+    WHATWG parser joins them back with LF; the gateway's JSON never has any.
+    """
+    parts: list[bytes] = []
+    if id is not None:
+        parts.append(b"id: " + _sse_field_value("id", id) + b"\n")
+    if event is not None:
+        parts.append(b"event: " + _sse_field_value("event", event) + b"\n")
+    if b"\r" in data or b"\n" in data:
+        lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    else:
+        lines = [data]
+    if b"\0" in data:
+        raise ValueError("SSE data must not contain NUL")
+    for line in lines:
+        parts.append(b"data: " + line + b"\n")
+    if retry is not None:
+        if retry < 0:
+            raise ValueError("retry must not be negative")
+        parts.append(b"retry: %d\n" % retry)
+    parts.append(b"\n")
+    return b"".join(parts)
+
+
+def sse_retry(retry_ms: int) -> bytes:
+    """A retry-only block: sets the client's reconnection time, dispatches nothing."""
+    return b"retry: %d\n\n" % retry_ms
+
+
+# -- WebSocket ------------------------------------------------------------------
+
+WS_TEXT = 0x1
+
+
+def ws_frame(payload: bytes, opcode: int = WS_TEXT) -> bytes:
+    """One final, unmasked server-to-client frame (RFC 6455 section 5.2).
+
+    Servers never mask (section 5.1); no extension is negotiated, so RSV bits
+    are 0.
+    """
+    length = len(payload)
+    first = 0x80 | opcode
+    if length < 126:
+        header = bytes((first, length))
+    elif length < 1 << 16:
+        header = bytes((first, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((first, 127)) + length.to_bytes(8, "big")
+    return header + payload
+
+
+# -- HTTP/1.1 chunked transfer coding --------------------------------------------
+
+HTTP_LAST_CHUNK = b"0\r\n\r\n"
+
+
+def http_chunk(body: bytes) -> bytes:
+    """One chunk: hex size, CRLF, the bytes, CRLF. Empty bodies are not chunks."""
+    if not body:
+        raise ValueError("an empty chunk would end the body")
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
+# -- per format -------------------------------------------------------------------
+
+
+def encode_messages(fmt: Format, messages: Iterable[tuple[str, bytes]]) -> bytes:
+    """Frame ``(id, message_json)`` pairs for one format, as one byte string."""
+    if fmt is Format.NDJSON:
+        return b"".join(m + b"\n" for _, m in messages)
+    if fmt is Format.JSON_ARRAY:
+        return b"".join(JSON_SEPARATOR + m for _, m in messages)
+    if fmt is Format.SSE:
+        # Fast path of sse_event(): ids are validated at parse/generation time
+        # and message JSON has no CR/LF/NUL (see module docstring).
+        return b"".join(b"id: " + i.encode() + b"\ndata: " + m + b"\n\n" for i, m in messages)
+    return b"".join(ws_frame(m) for _, m in messages)
+
+
+def encode_control(fmt: Format, type: str, obj_json: bytes, *, retry: int | None = None) -> bytes:
+    """Frame one control event for one format (SSE: a named event, no id)."""
+    if fmt is Format.NDJSON:
+        return obj_json + b"\n"
+    if fmt is Format.JSON_ARRAY:
+        return JSON_SEPARATOR + obj_json
+    if fmt is Format.SSE:
+        return sse_event(obj_json, event=type, retry=retry)
+    return ws_frame(obj_json)

@@ -1,0 +1,186 @@
+"""Settings: one frozen dataclass, filled from CLI flags and STREAMGATE_* variables.
+
+Precedence: a CLI flag beats the environment variable, which beats the default.
+Every field documents itself; ``streamgate serve --help`` is generated from
+these fields, so the help and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "Settings", "add_arguments", "from_args", "from_env"]
+
+ENV_PREFIX = "STREAMGATE_"
+
+
+def _opt(default: Any, help: str, *, group: str, flag: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    """Every knob of the gateway, grouped by purpose."""
+
+    # -- network
+    host: str = _opt("0.0.0.0", "address to listen on", group="network")
+    port: int = _opt(8080, "TCP port to listen on (0 picks a free one)", group="network")
+
+    # -- sources
+    tick_interval: float = _opt(
+        1.0, "seconds between messages of the demo topic 'ticks' (0 disables it)", group="sources"
+    )
+    sources: tuple[str, ...] = _opt(
+        (),
+        "shared source NAME=module:function, an async generator run once that publishes "
+        "into topic NAME (repeatable; env: comma-separated)",
+        group="sources",
+        flag="--source",
+    )
+    streams: tuple[str, ...] = _opt(
+        (),
+        "per-connection stream NAME=module:function, an async generator run once per "
+        "request with the query parameters (repeatable; env: comma-separated)",
+        group="sources",
+        flag="--stream",
+    )
+    topics: tuple[str, ...] = _opt(
+        (),
+        "topic to create at start-up so clients can subscribe before the first publish "
+        "(repeatable; env: comma-separated)",
+        group="sources",
+        flag="--topic",
+    )
+
+    # -- history and limits
+    history_size: int = _opt(1000, "messages of history kept per topic for resume", group="limits")
+    max_topics: int = _opt(1000, "most topics the gateway holds", group="limits")
+    max_message_bytes: int = _opt(
+        65536, "largest publish body or WebSocket command, in bytes", group="limits"
+    )
+
+    # -- delivery
+    heartbeat: float = _opt(
+        15.0, "seconds between heartbeats on idle streams (all transports)", group="delivery"
+    )
+    max_queue_bytes: int = _opt(
+        1 << 20,
+        "bytes a subscriber may have queued before it is disconnected as a slow consumer",
+        group="delivery",
+    )
+    write_timeout: float = _opt(
+        10.0,
+        "seconds a subscriber's socket may stay blocked before it is disconnected",
+        group="delivery",
+    )
+    write_delay: float = _opt(
+        0.0,
+        "seconds to coalesce published messages before a flush (0: flush every loop turn)",
+        group="delivery",
+    )
+    retry_ms: int = _opt(
+        1000, "reconnection delay hint for clients, in milliseconds (SSE retry:)", group="delivery"
+    )
+
+    # -- lifecycle
+    grace: float = _opt(
+        5.0, "shutdown grace period in seconds: streams get a goodbye, then exit", group="lifecycle"
+    )
+    log_level: str = _opt("info", "logging level (debug, info, warning, error)", group="lifecycle")
+
+    def __post_init__(self) -> None:
+        positive = (
+            "heartbeat",
+            "history_size",
+            "max_topics",
+            "max_message_bytes",
+            "max_queue_bytes",
+            "write_timeout",
+            "grace",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("tick_interval", "write_delay", "retry_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        for spec in (*self.sources, *self.streams):
+            name, sep, target = spec.partition("=")
+            if not sep or not name or ":" not in target:
+                raise ValueError(f"expected NAME=module:function, got {spec!r}")
+
+
+def _fields() -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(Settings))
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind.startswith("tuple"):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+    except ValueError:
+        raise ValueError(f"{_env_name(f.name)}: cannot read {raw!r} as {kind}") from None
+    return raw
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from STREAMGATE_* variables, then keyword overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in _fields():
+        raw = env.get(_env_name(f.name))
+        if raw is not None and raw != "":
+            values[f.name] = _convert(f, raw)
+    values.update(overrides)
+    return Settings(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field, grouped as the dataclass groups them."""
+    groups: dict[str, Any] = {}
+    for f in _fields():
+        group_name = f.metadata["group"]
+        group = groups.get(group_name)
+        if group is None:
+            group = groups[group_name] = parser.add_argument_group(group_name)
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        env = _env_name(f.name)
+        help_text = f"{f.metadata['help']} [env {env}; default {f.default!r}]"
+        if f.name in ("sources", "streams", "topics"):
+            group.add_argument(flag, dest=f.name, action="append", metavar="SPEC", help=help_text)
+        else:
+            kind = f.type if isinstance(f.type, str) else str(f.type)
+            conv = {"int": int, "float": float}.get(kind, str)
+            group.add_argument(flag, dest=f.name, type=conv, default=None, help=help_text)
+
+
+def from_args(
+    args: argparse.Namespace | Sequence[str], environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from parsed flags (or an argv list), over the environment."""
+    if not isinstance(args, argparse.Namespace):
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        args = parser.parse_args(list(args))
+    overrides: dict[str, Any] = {}
+    for f in _fields():
+        value = getattr(args, f.name, None)
+        if value is not None:
+            overrides[f.name] = tuple(value) if isinstance(value, list) else value
+    return from_env(environ, **overrides)

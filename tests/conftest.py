@@ -1,0 +1,16 @@
+"""pytest configuration: fixtures shared by the suite live in tests/helpers.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.helpers import GatewayUnderTest, start_gateway
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[GatewayUnderTest]:
+    """A gateway with default test settings and one topic, ``news``."""
+    async with start_gateway(topics=("news",)) as gw:
+        yield gw

@@ -1,0 +1,86 @@
+"""Shared test helpers: one timeout constant, and a real gateway on loopback.
+
+``TIMEOUT`` is the one timeout every wait in the suite derives from; slow
+machines scale it with ``STREAMGATE_TEST_TIMEOUT_SCALE`` (e.g. ``3``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import aiohttp
+
+from gateway.app import Running, running
+from gateway.context import Context
+from gateway.settings import Settings
+
+__all__ = ["TIMEOUT", "GatewayUnderTest", "start_gateway", "wait_for"]
+
+TIMEOUT = 10.0 * float(os.environ.get("STREAMGATE_TEST_TIMEOUT_SCALE", "1"))
+
+
+class GatewayUnderTest:
+    """A gateway running in the test's event loop on 127.0.0.1 and a free port."""
+
+    def __init__(self, gw: Running, session: aiohttp.ClientSession) -> None:
+        self.running = gw
+        self.port = gw.port
+        self.url = f"http://127.0.0.1:{gw.port}"
+        self.ws_url = f"ws://127.0.0.1:{gw.port}"
+        self.session = session
+
+    @property
+    def context(self) -> Context:
+        return self.running.context
+
+    @property
+    def settings(self) -> Settings:
+        return self.context.settings
+
+    async def publish(self, topic: str, data: Any) -> str:
+        """POST one message over real HTTP; returns its id."""
+        async with self.session.post(f"{self.url}/topics/{topic}", json=data) as resp:
+            body = await resp.json()
+            assert resp.status == 201, body
+            return str(body["id"])
+
+    async def publish_many(self, topic: str, items: Iterable[Any]) -> list[str]:
+        """POST messages one by one (one request each); returns their ids."""
+        return [await self.publish(topic, item) for item in items]
+
+    async def publish_batch(self, topic: str, items: list[Any]) -> list[str]:
+        async with self.session.post(f"{self.url}/topics/{topic}/batch", json=items) as resp:
+            body = await resp.json()
+            assert resp.status == 201, body
+            return [str(i) for i in body["ids"]]
+
+    def drop_all(self) -> int:
+        """Abort every open streaming connection, as a network failure would."""
+        return self.context.drop_all()
+
+
+@contextlib.asynccontextmanager
+async def start_gateway(**overrides: Any) -> AsyncIterator[GatewayUnderTest]:
+    """``async with start_gateway(tick_interval=0) as gw:`` — settings by keyword.
+
+    Defaults differ from production where tests need it: port 0 (a free one),
+    127.0.0.1, no demo ticks, a short grace.
+    """
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "tick_interval": 0, "grace": 2.0}
+    values.update(overrides)
+    async with running(Settings(**values)) as gw, aiohttp.ClientSession() as session:
+        yield GatewayUnderTest(gw, session)
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = TIMEOUT, what: str = "") -> None:
+    """Poll a condition on the event loop until it holds or ``within`` seconds pass."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within:.1f}s waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
