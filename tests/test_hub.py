@@ -1,0 +1,231 @@
+"""The hub with recording sinks: encode once, one write per flush, race-free resume."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import orjson
+import pytest
+
+from gateway import errors
+from gateway.broker.memory import MemoryBroker
+from gateway.errors import Disconnect
+from gateway.framing import Format
+from gateway.hub import Batch, Hub, Subscriber
+from gateway.ids import parse_id
+from gateway.message import Message
+
+
+class RecordingSink:
+    """Implements gateway.hub.Sink and records every call."""
+
+    def __init__(self, transport_name: str = "sse", fmt: Format = Format.SSE) -> None:
+        self.transport_name = transport_name
+        self.fmt = fmt
+        self.closed = False
+        self.reason: Disconnect | None = None
+        self.writes: list[bytes] = []
+        self.ids: list[str] = []
+        self.controls: list[dict[str, object]] = []
+        self.gate: asyncio.Event | None = None  # when set, drain() waits for it
+
+    def write_batch(self, batch: Batch) -> None:
+        self.writes.append(batch.wire(self.fmt, False))
+        self.ids.extend(m.id for m in batch.messages)
+
+    def write_messages(self, messages: Sequence[Message]) -> None:
+        self.writes.append(b"".join(m.json for m in messages))
+        self.ids.extend(m.id for m in messages)
+
+    def write_control(self, type: str, obj_json: bytes) -> None:
+        self.controls.append(orjson.loads(obj_json))
+
+    async def drain(self) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+
+    def close(self, reason: Disconnect) -> None:
+        if not self.closed:
+            self.closed, self.reason = True, reason
+
+
+async def settle() -> None:
+    """Let call_soon flushes run."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def make(history_size: int = 100) -> tuple[MemoryBroker, Hub]:
+    broker = MemoryBroker(history_size=history_size, max_topics=10)
+    return broker, Hub(broker)
+
+
+def pub(broker: MemoryBroker, topic: str, *items: object) -> list[str]:
+    return [m.id for m in broker.publish_now(topic, [orjson.dumps(i) for i in items])]
+
+
+async def subscribe(
+    hub: Hub, sink: RecordingSink, topic: str = "t", since: str | None = None, **kw: int
+) -> Subscriber:
+    sub = Subscriber(sink, topic, max_backlog_bytes=kw.pop("max_backlog_bytes", 1 << 20), **kw)
+    await hub.subscribe(sub, None if since is None else parse_id(since))
+    return sub
+
+
+async def test_one_encoding_and_one_write_per_flush_for_every_subscriber() -> None:
+    broker, hub = make()
+    await broker.create_topic("t")
+    sinks = [RecordingSink() for _ in range(50)]
+    for sink in sinks:
+        await subscribe(hub, sink)
+    ids = pub(broker, "t", 1, 2, 3)  # three messages in one loop turn
+    await settle()
+    first = sinks[0].writes[0]
+    for sink in sinks:
+        assert sink.ids == ids
+        assert len(sink.writes) == 1  # one write carrying all three
+        assert sink.writes[0] is first  # the very same bytes object, encoded once
+
+
+async def test_replay_after_since_then_live_without_duplicates() -> None:
+    broker, hub = make()
+    ids = pub(broker, "t", *range(5))
+    sink = RecordingSink()
+    await subscribe(hub, sink, since=ids[1])
+    ids += pub(broker, "t", 5, 6)
+    await settle()
+    assert sink.ids == ids[2:]
+
+
+async def test_subscribe_between_publish_and_flush_gets_no_duplicate() -> None:
+    broker, hub = make()
+    await broker.create_topic("t")
+    early = RecordingSink()
+    await subscribe(hub, early)
+    ids = pub(broker, "t", "a", "b")  # pending: not flushed yet
+    late = RecordingSink()
+    await subscribe(hub, late, since="0-0")  # replays a, b from history
+    await settle()  # now the flush carrying a, b happens
+    assert late.ids == ids
+    assert early.ids == ids
+
+
+async def test_live_messages_during_a_slow_replay_arrive_once_in_order() -> None:
+    broker, hub = make(history_size=1000)
+    ids = pub(broker, "t", *range(600))  # more than one replay slice
+    sink = RecordingSink()
+    sink.gate = asyncio.Event()
+    task = asyncio.create_task(subscribe(hub, sink, since="0-0"))
+    for round in range(5):  # publish while the replay waits on the socket
+        await asyncio.sleep(0)
+        ids += pub(broker, "t", f"live{round}")
+        await settle()
+    sink.gate.set()
+    await asyncio.wait_for(task, 5)
+    ids += pub(broker, "t", "after")
+    await settle()
+    assert sink.ids == ids
+    assert len(set(sink.ids)) == len(sink.ids)
+
+
+async def test_live_only_subscription_skips_history() -> None:
+    broker, hub = make()
+    pub(broker, "t", 1, 2)
+    sink = RecordingSink()
+    await subscribe(hub, sink)
+    later = pub(broker, "t", 3)
+    await settle()
+    assert sink.ids == later
+
+
+async def test_limit_ends_the_subscription_exactly() -> None:
+    broker, hub = make()
+    ids = pub(broker, "t", 1, 2)
+    sink = RecordingSink()
+    sub = await subscribe(hub, sink, since="0-0", limit=3)
+    ids += pub(broker, "t", 3, 4, 5)
+    await settle()
+    assert sink.ids == ids[:3]
+    assert sink.reason is errors.LIMIT_REACHED
+    assert sub.last_id == ids[2]
+
+
+async def test_gap_is_announced_then_retained_history_replayed() -> None:
+    broker, hub = make(history_size=3)
+    ids = pub(broker, "t", *range(10))
+    sink = RecordingSink()
+    await subscribe(hub, sink, since=ids[0])
+    assert sink.controls == [{"type": "gap", "topic": "t", "since": ids[0], "first_id": ids[7]}]
+    assert sink.ids == ids[7:]
+
+
+async def test_no_gap_when_since_is_inside_history() -> None:
+    broker, hub = make(history_size=3)
+    ids = pub(broker, "t", *range(10))
+    sink = RecordingSink()
+    await subscribe(hub, sink, since=ids[7])
+    assert sink.controls == []
+    assert sink.ids == ids[8:]
+
+
+async def test_backlog_overflow_during_replay_disconnects_as_slow_consumer() -> None:
+    broker, hub = make()
+    pub(broker, "t", "x")
+    sink = RecordingSink()
+    sink.gate = asyncio.Event()
+    task = asyncio.create_task(subscribe(hub, sink, since="0-0", max_backlog_bytes=200))
+    await asyncio.sleep(0)
+    for _ in range(10):
+        pub(broker, "t", "y" * 50)
+        await settle()
+    assert sink.reason is errors.SLOW_CONSUMER
+    sink.gate.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_failing_subscriber_does_not_stop_the_others() -> None:
+    broker, hub = make()
+    await broker.create_topic("t")
+
+    class Broken(RecordingSink):
+        def write_batch(self, batch: Batch) -> None:
+            raise RuntimeError("boom")
+
+    broken, good = Broken(), RecordingSink()
+    await subscribe(hub, broken)
+    await subscribe(hub, good)
+    ids = pub(broker, "t", 1)
+    await settle()
+    assert good.ids == ids
+    assert broken.closed
+
+
+async def test_subscriber_counts_per_transport() -> None:
+    broker, hub = make()
+    await broker.create_topic("t")
+    subs = [
+        await subscribe(hub, RecordingSink("ws", Format.WS)),
+        await subscribe(hub, RecordingSink("sse")),
+        await subscribe(hub, RecordingSink("sse")),
+    ]
+    assert hub.subscriber_counts("t") == {"chunked": 0, "sse": 2, "ws": 1}
+    for sub in subs:
+        hub.unsubscribe(sub)
+    assert hub.subscriber_counts("t") == {"chunked": 0, "sse": 0, "ws": 0}
+
+
+@pytest.mark.parametrize("write_delay", [0.0, 0.02])
+async def test_write_delay_coalesces_publishes_across_loop_turns(write_delay: float) -> None:
+    broker = MemoryBroker(history_size=100, max_topics=10)
+    hub = Hub(broker, write_delay=write_delay)
+    await broker.create_topic("t")
+    sink = RecordingSink()
+    await subscribe(hub, sink)
+    ids: list[str] = []
+    for i in range(5):
+        ids += pub(broker, "t", i)
+        await asyncio.sleep(0)
+    await asyncio.sleep(write_delay + 0.05)
+    assert sink.ids == ids
+    assert len(sink.writes) == (1 if write_delay else 5)

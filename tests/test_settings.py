@@ -1,0 +1,67 @@
+"""Settings: defaults, STREAMGATE_* variables, flags, validation, --help."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from gateway.settings import Settings, from_args, from_env
+
+
+def test_defaults_match_the_documented_product() -> None:
+    s = Settings()
+    assert (s.host, s.port, s.tick_interval, s.heartbeat) == ("0.0.0.0", 8080, 1.0, 15.0)
+
+
+def test_environment_then_flags() -> None:
+    env = {"STREAMGATE_PORT": "9000", "STREAMGATE_HEARTBEAT": "3", "STREAMGATE_TOPICS": "a, b"}
+    assert from_env(env).port == 9000
+    assert from_env(env).topics == ("a", "b")
+    s = from_args(["--port", "9100", "--topic", "c"], env)
+    assert (s.port, s.heartbeat, s.topics) == (9100, 3.0, ("c",))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STREAMGATE_PORT": "eighty"}, "STREAMGATE_PORT"),
+        ({"STREAMGATE_HEARTBEAT": "0"}, "heartbeat must be positive"),
+        ({"STREAMGATE_SOURCES": "nonsense"}, "NAME=module:function"),
+        ({"STREAMGATE_WRITE_DELAY": "-1"}, "write_delay"),
+    ],
+)
+def test_bad_settings_are_refused_clearly(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        from_env(env)
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().port = 1  # type: ignore[misc]
+
+
+def test_serve_help_documents_every_setting() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    for field in dataclasses.fields(Settings):
+        assert "STREAMGATE_" + field.name.upper() in out, field.name
+
+
+def test_bad_flag_value_exits_2_without_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--heartbeat", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "heartbeat must be positive" in proc.stderr
+    assert "Traceback" not in proc.stderr
