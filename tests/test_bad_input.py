@@ -1,0 +1,208 @@
+"""Bad input: each gets a clear error, and every other stream carries on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+import pytest
+import websockets
+
+from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway, wait_for
+from tests.wire import read_until
+
+
+@pytest.fixture
+async def gw() -> AsyncIterator[GatewayUnderTest]:
+    async with start_gateway(topics=("news",), max_message_bytes=1024) as gw:
+        yield gw
+
+
+async def get_json(
+    session: aiohttp.ClientSession, method: str, url: str, **kw: object
+) -> tuple[int, dict[str, object]]:
+    async with session.request(method, url, **kw) as resp:  # type: ignore[arg-type]
+        assert resp.headers["Content-Type"].startswith("application/json"), await resp.text()
+        return resp.status, await resp.json()
+
+
+@pytest.mark.parametrize("path", ["/chunked/nope", "/sse/nope", "/topics/nope/messages"])
+async def test_unknown_topic_is_404_json(gw: GatewayUnderTest, path: str) -> None:
+    status, body = await get_json(gw.session, "GET", gw.url + path)
+    assert (status, body["error"]) == (404, "unknown_topic")
+    assert "nope" in str(body["message"])
+
+
+async def test_unknown_topic_on_ws_is_refused_before_upgrade(gw: GatewayUnderTest) -> None:
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(f"{gw.ws_url}/ws/nope"):
+            pass
+    assert info.value.response.status_code == 404
+    assert orjson.loads(info.value.response.body)["error"] == "unknown_topic"
+
+
+ILLEGAL = ["bad%20name", "a%0Ab", "a%0Db", "a%00b", "-lead", "x" * 129, "%C3%BC"]
+
+
+@pytest.mark.parametrize("name", ILLEGAL)
+@pytest.mark.parametrize(
+    ("method", "prefix", "suffix"),
+    [
+        ("GET", "/chunked/", ""),
+        ("GET", "/sse/", ""),
+        ("POST", "/topics/", ""),
+        ("GET", "/topics/", "/messages"),
+    ],
+)
+async def test_illegal_topic_names_are_400(
+    gw: GatewayUnderTest, name: str, method: str, prefix: str, suffix: str
+) -> None:
+    url = gw.url + prefix + name + suffix
+    async with gw.session.request(method, aiohttp.client.URL(url, encoded=True), data=b"1") as resp:
+        body = await resp.json()
+        assert (resp.status, body["error"]) == (400, "bad_topic"), body
+        assert "illegal topic name" in body["message"]
+
+
+@pytest.mark.parametrize("name", ["a%0Ab", "a%0D%0Aevent:%20x", "a%00b"])
+async def test_newline_in_topic_cannot_reach_ws_or_sse_framing(
+    gw: GatewayUnderTest, name: str
+) -> None:
+    url = aiohttp.client.URL(f"{gw.url}/sse/{name}", encoded=True)
+    async with gw.session.get(url) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "bad_topic"
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(f"{gw.ws_url}/ws/{name}"):
+            pass
+    assert info.value.response.status_code == 400
+
+
+@pytest.mark.parametrize("since", ["abc", "1", "1-", "-1-0", "1-2-3", "1-2%0A", "0-" + "9" * 21])
+@pytest.mark.parametrize("transport", ["chunked", "sse"])
+async def test_malformed_since_is_400_json(
+    gw: GatewayUnderTest, transport: str, since: str
+) -> None:
+    url = aiohttp.client.URL(f"{gw.url}/{transport}/news?since={since}", encoded=True)
+    status, body = await get_json(gw.session, "GET", url)
+    assert (status, body["error"]) == (400, "bad_id")
+
+
+async def test_malformed_last_event_id_is_400(gw: GatewayUnderTest) -> None:
+    status, body = await get_json(
+        gw.session, "GET", f"{gw.url}/sse/news", headers={"Last-Event-ID": "nonsense"}
+    )
+    assert (status, body["error"]) == (400, "bad_id")
+
+
+async def test_malformed_since_on_ws_is_400_before_upgrade(gw: GatewayUnderTest) -> None:
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(f"{gw.ws_url}/ws/news?since=1-x"):
+            pass
+    assert info.value.response.status_code == 400
+    assert orjson.loads(info.value.response.body)["error"] == "bad_id"
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("limit=0", "bad_limit"), ("limit=x", "bad_limit"), ("format=xml", "bad_format")],
+)
+async def test_bad_query_values(gw: GatewayUnderTest, query: str, code: str) -> None:
+    status, body = await get_json(gw.session, "GET", f"{gw.url}/chunked/news?{query}")
+    assert (status, body["error"]) == (400, code)
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"not json", b"\xff\xfe", b"[1,]", b"NaN"])
+async def test_publish_body_not_json_is_400(gw: GatewayUnderTest, body: bytes) -> None:
+    status, reply = await get_json(gw.session, "POST", f"{gw.url}/topics/news", data=body)
+    assert (status, reply["error"]) == (400, "bad_json")
+
+
+async def test_publish_too_large_is_413_with_and_without_length(gw: GatewayUnderTest) -> None:
+    big = b'"' + b"x" * 2000 + b'"'
+    status, reply = await get_json(gw.session, "POST", f"{gw.url}/topics/news", data=big)
+    assert (status, reply["error"]) == (413, "too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked upload
+        for _ in range(10):
+            yield b" " * 200
+        yield b"1"
+
+    status, reply = await get_json(gw.session, "POST", f"{gw.url}/topics/news", data=chunks())
+    assert (status, reply["error"]) == (413, "too_large")
+    async with gw.session.get(f"{gw.url}/topics/news/messages") as resp:
+        assert (await resp.json())["messages"] == []  # nothing was published
+
+
+async def test_ws_bad_frames_get_errors_and_the_connection_survives(gw: GatewayUnderTest) -> None:
+    bystander = asyncio.create_task(read_until(gw.url, "sse", "news", count=3))
+    await wait_for(lambda: gw.context.hub.subscriber_counts("news")["sse"] == 1)
+    async with websockets.connect(f"{gw.ws_url}/ws/news") as ws:
+
+        async def reply() -> dict[str, object]:
+            while True:
+                obj = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+                if "type" in obj:
+                    return obj  # type: ignore[no-any-return]
+
+        await ws.send("not json")
+        assert (await reply())["code"] == "bad_json"
+        await ws.send(b"\x00binary")
+        assert (await reply())["code"] == "binary_not_supported"
+        await ws.send("[1, 2]")
+        assert (await reply())["code"] == "bad_command"
+        await ws.send('{"type": "launch"}')
+        assert (await reply())["code"] == "bad_command"
+        await ws.send('{"type": "publish"}')
+        assert (await reply())["code"] == "bad_command"
+        await ws.send(orjson.dumps({"type": "publish", "data": "x" * 1100, "ref": 7}).decode())
+        assert await reply() == {
+            "type": "error",
+            "code": "too_large",
+            "message": "data is over 1024 bytes",
+            "ref": 7,
+        }
+        # Still open and working: a ping, then a publish everyone sees.
+        await ws.send('{"type": "ping", "ref": "a"}')
+        assert await reply() == {"type": "pong", "ref": "a"}
+        ids = []
+        for i in range(3):
+            await ws.send(orjson.dumps({"type": "publish", "data": {"i": i}}).decode())
+            ack = await reply()
+            assert ack["type"] == "published"
+            ids.append(ack["id"])
+    assert (await bystander).ids == ids
+
+
+async def test_ws_oversized_frame_closes_1009_and_others_carry_on(gw: GatewayUnderTest) -> None:
+    bystander = asyncio.create_task(read_until(gw.url, "ws", "news", count=1))
+    await wait_for(lambda: gw.context.hub.subscriber_counts("news")["ws"] == 1)
+    async with websockets.connect(f"{gw.ws_url}/ws/news", max_size=None) as ws:
+        await ws.send("x" * 10_000)
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+        assert ws.close_code == 1009
+    msg_id = await gw.publish("news", "still here")
+    assert (await bystander).ids == [msg_id]
+
+
+async def test_publish_to_a_stream_name_is_409(gw: GatewayUnderTest) -> None:
+    status, body = await get_json(gw.session, "POST", f"{gw.url}/topics/count", data=b"1")
+    assert (status, body["error"]) == (409, "not_a_topic")
+
+
+async def test_topic_limit_is_409() -> None:
+    async with start_gateway(max_topics=2) as gw:
+        for name in ("a", "b"):
+            await gw.publish(name, 1)
+        status, body = await get_json(gw.session, "POST", f"{gw.url}/topics/c", data=b"1")
+        assert (status, body["error"]) == (409, "too_many_topics")
+
+
+async def test_unknown_route_and_method_are_json(gw: GatewayUnderTest) -> None:
+    status, body = await get_json(gw.session, "GET", f"{gw.url}/nowhere")
+    assert status == 404 and "error" in body
+    status, body = await get_json(gw.session, "DELETE", f"{gw.url}/topics/news")
+    assert status == 405 and "error" in body
