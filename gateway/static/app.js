@@ -1,0 +1,819 @@
+// streamgate demo page: one topic over chunked NDJSON, WebSocket and EventSource, side by side.
+// Plain browser JavaScript, no build step, nothing fetched from elsewhere. The wire contract is
+// PROTOCOL.md; every string from the network reaches the DOM through textContent only.
+//
+// Connections per host (HTTP/1.1 allows 6): the chunked fetch holds 1, the EventSource 1, and
+// short fetches (topics, publish, resume check) come and go. The WebSocket does not count. A
+// column always closes its old connection before it opens a new one.
+"use strict";
+
+(() => {
+  const TRANSPORTS = ["chunked", "ws", "sse"];
+  const LOG_MAX = 100; // lines kept in each column's list
+  const IDS_MAX = 100000; // ids kept per column for the checks (oldest dropped beyond that)
+  const RATE_WINDOW_MS = 5000;
+  const LATENCY_SAMPLES = 50;
+  const TOPICS_REFRESH_MS = 5000;
+  const CONTROL_TYPES = ["gap", "goodbye", "end", "error"];
+  const encoder = new TextEncoder();
+
+  // ---- ids: "<ms>-<seq>", ordered by (ms, seq) as integers (up to 20 digits: BigInt) ----------
+  // Compared as decimal strings (shorter is smaller once leading zeros are gone): exact for any
+  // length, and cheap enough to run over every id a column holds.
+  const ID_RE = /^(\d{1,20})-(\d{1,20})$/;
+  function parseId(id) {
+    const m = typeof id === "string" ? ID_RE.exec(id) : null;
+    return m ? [m[1].replace(/^0+(?=\d)/, ""), m[2].replace(/^0+(?=\d)/, "")] : null;
+  }
+  function cmpNum(a, b) {
+    if (a.length !== b.length) return a.length < b.length ? -1 : 1;
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+  function cmpId(a, b) {
+    // null sorts before every id
+    if (a === b) return 0;
+    if (a === null) return -1;
+    if (b === null) return 1;
+    const x = parseId(a);
+    const y = parseId(b);
+    return cmpNum(x[0], y[0]) || cmpNum(x[1], y[1]);
+  }
+
+  const now = () => performance.timeOrigin + performance.now(); // epoch ms, sub-ms precision
+  const utf8len = (s) => encoder.encode(s).length;
+  const enc = encodeURIComponent;
+
+  function fmtBytes(n) {
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+    return `${(n / 1024 / 1024).toFixed(2)} MiB`;
+  }
+  function fmtMs(ms) {
+    if (ms === null || !Number.isFinite(ms)) return "–";
+    return Math.abs(ms) < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
+  }
+  function median(xs) {
+    if (!xs.length) return null;
+    const s = [...xs].sort((a, b) => a - b);
+    const h = s.length >> 1;
+    return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
+  }
+  function short(s, n) {
+    return s.length > n ? `${s.slice(0, n - 1)}…` : s;
+  }
+
+  const page = {
+    topic: null,
+    startId: null, // every column starts from this id, so all three lists match
+    published: [], // ids posted from the publish box
+    serverTopics: [],
+    errors: [], // problems the page noticed (also shown in the status line)
+    transports: {},
+    missing: (name) => page.transports[name].missingVsOthers(),
+    cmpId, // exposed for tests and the console
+  };
+  window.streamgate = page;
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const statusEl = () => $("#status");
+  function setStatus(text, kind = "") {
+    const el = statusEl();
+    el.textContent = text;
+    el.dataset.kind = kind;
+  }
+  function pageError(text) {
+    page.errors.push(text);
+    setStatus(text, "error");
+  }
+
+  // ---- one column: one transport's connection, figures and checks -----------------------------
+  class Column {
+    constructor(name, el) {
+      this.name = name;
+      this.el = el;
+      this.token = 0; // bumped on every connect/close: callbacks of an older connection are ignored
+      this.timer = null;
+      this.handle = null; // AbortController | WebSocket | EventSource
+      this.reset(null);
+      this.fields = {};
+      for (const f of el.querySelectorAll("[data-field]")) this.fields[f.dataset.field] = f;
+      this.button = el.querySelector("[data-action=toggle]");
+      this.button.addEventListener("click", () => this.toggle());
+    }
+
+    reset(startId) {
+      this.close();
+      this.startId = startId;
+      this.ids = [];
+      this.idSet = new Set();
+      this.floorId = startId; // ids at or below this are not kept (start, or trimmed)
+      this.count = 0;
+      this.bytes = 0;
+      this.connects = 0;
+      this.reconnects = 0;
+      this.gaps = 0;
+      this.gapEvents = [];
+      this.controls = []; // every control event received, newest last
+      this.dups = 0;
+      this.lastId = null;
+      this.state = "idle";
+      this.userClosed = false;
+      this.ended = false;
+      this.failures = 0;
+      this.goodbye = null;
+      this.arrivals = [];
+      this.latencies = [];
+      this.resume = null;
+      this.resumeText = "";
+      this.resumeOk = null;
+      this.rateSince = now();
+      this.missingCache = [];
+      this.missingAt = 0;
+      this.openedAt = 0;
+      this.pendingLog = [];
+      this.clearLog = true;
+      this.dirty = true;
+    }
+
+    live(token) {
+      return token === this.token;
+    }
+
+    // -- lifecycle ------------------------------------------------------------------------------
+    connect() {
+      this.close();
+      const token = ++this.token;
+      this.connects += 1;
+      if (this.connects > 1) this.reconnects += 1;
+      this.ended = false;
+      this.goodbye = null;
+      this.openedAt = now();
+      const since = this.lastId ?? this.startId;
+      if (this.connects > 1 && this.lastId !== null) this.beginResumeCheck(since);
+      const query = since === null ? "" : `?since=${enc(since)}`;
+      const path = `/${this.name === "ws" ? "ws" : this.name}/${enc(page.topic)}${query}`;
+      this.setState("connecting", `since=${since ?? "(live)"}`);
+      if (this.name === "chunked") this.openChunked(token, path);
+      else if (this.name === "ws") this.openWs(token, path);
+      else this.openSse(token, path);
+    }
+
+    close() {
+      this.token += 1;
+      clearTimeout(this.timer);
+      this.timer = null;
+      const h = this.handle;
+      this.handle = null;
+      if (!h) return;
+      if (h instanceof AbortController) h.abort();
+      else if (h instanceof WebSocket) {
+        if (h.readyState === WebSocket.CONNECTING) h.onopen = () => h.close(1000);
+        else h.close(1000);
+      } else h.close();
+    }
+
+    toggle() {
+      if (this.userClosed) {
+        this.userClosed = false;
+        this.connect();
+      } else {
+        this.userClosed = true;
+        this.close();
+        this.setState("disconnected", "by you");
+        this.resume = null;
+        this.resumeText =
+          `disconnected at ${this.lastId ?? "(nothing yet)"}; what is published now ` +
+          "is replayed on reconnect (since=last id)";
+        this.resumeOk = null;
+      }
+      this.dirty = true;
+      scheduleRender();
+    }
+
+    opened(token) {
+      if (!this.live(token)) return;
+      this.failures = 0;
+      this.setState("live");
+      if (this.resume) this.maybeFinishResume();
+    }
+
+    // The stream is over (dropped, goodbye, or end). Reconnect unless told not to.
+    finished(token, why, { stop = false, delay = null } = {}) {
+      if (!this.live(token)) return;
+      const h = this.handle;
+      this.handle = null;
+      if (h instanceof EventSource) h.close(); // do not let it retry with its first URL
+      if (this.ended || stop) {
+        this.setState("ended", why);
+        return;
+      }
+      if (this.userClosed) return;
+      let wait = delay;
+      if (wait === null && this.goodbye) wait = Number(this.goodbye.reconnect_ms) || 1000;
+      if (wait === null) {
+        this.failures += 1;
+        wait = Math.min(30000, 500 * 2 ** Math.min(this.failures, 6)) * (0.75 + Math.random() / 2);
+      }
+      this.setState("reconnecting", `in ${Math.round(wait)} ms (${why})`);
+      const token2 = ++this.token;
+      this.timer = setTimeout(() => {
+        if (this.live(token2) && !this.userClosed) this.connect();
+      }, wait);
+    }
+
+    setState(state, detail = "") {
+      this.state = state;
+      this.stateDetail = detail;
+      this.dirty = true;
+      scheduleRender();
+    }
+
+    // -- incoming --------------------------------------------------------------------------------
+    // One JSON document: a message, or a control event (an object with a "type" key).
+    receive(token, text) {
+      if (!this.live(token)) return;
+      let obj;
+      try {
+        obj = JSON.parse(text);
+      } catch {
+        this.log({ kind: "bad", text: `not JSON: ${short(text, 80)}` });
+        return;
+      }
+      if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+        this.log({ kind: "bad", text: `not an object: ${short(text, 80)}` });
+      } else if (Object.hasOwn(obj, "type")) this.control(token, obj);
+      else this.message(obj);
+    }
+
+    message(msg) {
+      const id = msg.id;
+      if (parseId(id) === null) {
+        this.log({ kind: "bad", text: `bad id: ${short(String(id), 40)}` });
+        return;
+      }
+      if (this.lastId !== null && cmpId(id, this.lastId) <= 0) {
+        this.dups += 1; // replayed twice or out of order: the gateway promises neither
+        this.log({ kind: "bad", text: `duplicate or out of order: ${id}` });
+        return;
+      }
+      const t = now();
+      this.lastId = id;
+      this.count += 1;
+      this.ids.push(id);
+      this.idSet.add(id);
+      if (this.ids.length > IDS_MAX) {
+        const drop = this.ids.splice(0, this.ids.length - IDS_MAX);
+        for (const d of drop) this.idSet.delete(d);
+        this.floorId = drop[drop.length - 1];
+      }
+      this.arrivals.push(t);
+      const latency = typeof msg.ts === "number" ? t - msg.ts : null;
+      // A message published before this connection was asked for is a replay: its age is not
+      // delivery latency.
+      const replayed = typeof msg.ts === "number" && msg.ts < this.openedAt;
+      if (latency !== null && !replayed) {
+        this.latencies.push(latency);
+        if (this.latencies.length > LATENCY_SAMPLES) this.latencies.shift();
+      }
+      let data;
+      try {
+        data = JSON.stringify(msg.data);
+      } catch {
+        data = "?";
+      }
+      this.log({ kind: replayed ? "msg replayed" : "msg", id, data, latency });
+      notePublishedArrival(this.name, id);
+      if (this.resume) this.maybeFinishResume();
+      this.dirty = true;
+      scheduleRender();
+    }
+
+    control(token, ev) {
+      this.controls.push(ev);
+      const type = String(ev.type);
+      if (type === "gap") {
+        this.gaps += 1;
+        this.gapEvents.push(ev);
+        if (this.resume) this.resume.gap = ev;
+        this.log({
+          kind: "ctl gap",
+          text: `gap: history starts at ${ev.first_id ?? "(nothing)"}, asked since ${ev.since}`,
+        });
+      } else if (type === "goodbye") {
+        this.goodbye = ev;
+        this.log({
+          kind: "ctl",
+          text: `goodbye (${ev.reason}), reconnect in ${ev.reconnect_ms} ms, last ${ev.last_id}`,
+        });
+        if (this.name === "sse") {
+          // Reconnect ourselves with since=<last id>: EventSource would reuse its first URL,
+          // whose since= would win over Last-Event-ID and replay from the old point.
+          this.finished(token, `goodbye: ${ev.reason}`);
+        }
+      } else if (type === "end") {
+        this.ended = true;
+        this.log({ kind: "ctl", text: `end (${ev.reason}), last ${ev.last_id}` });
+        if (this.name === "sse") {
+          this.close();
+          this.setState("ended", String(ev.reason));
+        }
+      } else if (type === "error") {
+        this.log({ kind: "ctl bad", text: `error ${ev.code}: ${ev.message}` });
+      } else {
+        this.log({ kind: "ctl", text: `${type}` });
+      }
+      this.dirty = true;
+      scheduleRender();
+    }
+
+    // -- transports --------------------------------------------------------------------------------
+    openChunked(token, path) {
+      const ctrl = new AbortController();
+      this.handle = ctrl;
+      (async () => {
+        let resp;
+        try {
+          resp = await fetch(path, {
+            signal: ctrl.signal,
+            cache: "no-store",
+            headers: { Accept: "application/x-ndjson" },
+          });
+        } catch (e) {
+          if (this.live(token)) this.finished(token, `fetch failed: ${e.message}`);
+          return;
+        }
+        if (!this.live(token)) return;
+        if (!resp.ok) {
+          const body = await resp.text().catch(() => "");
+          this.log({ kind: "ctl bad", text: `HTTP ${resp.status} ${short(body, 120)}` });
+          this.finished(token, `HTTP ${resp.status}`, { stop: resp.status < 500 });
+          return;
+        }
+        this.opened(token);
+        const reader = resp.body.getReader();
+        const decoder = new TextDecoder(); // stream mode: a UTF-8 character may span chunks too
+        let buf = "";
+        try {
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (!this.live(token)) return;
+            if (done) break;
+            this.bytes += value.byteLength;
+            buf += decoder.decode(value, { stream: true });
+            // Split on "\n", never on chunk boundaries: the last piece may be half a line.
+            const lines = buf.split("\n");
+            buf = lines.pop();
+            for (const line of lines) {
+              if (line.trim() === "") continue; // heartbeat
+              this.receive(token, line);
+            }
+            this.dirty = true;
+          }
+          buf += decoder.decode();
+          if (buf.trim() !== "") this.receive(token, buf);
+        } catch (e) {
+          if (this.live(token)) this.finished(token, `read failed: ${e.message}`);
+          return;
+        }
+        if (!this.live(token)) return;
+        this.finished(token, this.goodbye ? `goodbye: ${this.goodbye.reason}` : "stream closed");
+      })();
+    }
+
+    openWs(token, path) {
+      const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+      const ws = new WebSocket(`${scheme}//${location.host}${path}`);
+      this.handle = ws;
+      ws.onopen = () => this.opened(token);
+      ws.onmessage = (ev) => {
+        if (!this.live(token)) return;
+        if (typeof ev.data !== "string") {
+          this.log({ kind: "bad", text: "binary frame" });
+          return;
+        }
+        this.bytes += utf8len(ev.data);
+        this.receive(token, ev.data);
+      };
+      ws.onerror = () => {}; // a close event always follows
+      ws.onclose = (ev) => {
+        if (!this.live(token)) return;
+        const why = `close ${ev.code}${ev.reason ? ` ${ev.reason}` : ""}`;
+        // 1000: complete (after "end"); 1009: frame too big; 4500-4999: do not reconnect.
+        const stop = ev.code === 1000 || ev.code === 1009 || (ev.code >= 4500 && ev.code <= 4999);
+        // 1011 (a source failed) and abnormal closes back off; goodbye codes use reconnect_ms.
+        this.finished(token, why, { stop });
+      };
+    }
+
+    openSse(token, path) {
+      const es = new EventSource(path);
+      this.handle = es;
+      es.onopen = () => this.opened(token);
+      es.onmessage = (ev) => {
+        if (!this.live(token)) return;
+        // EventSource hides the raw stream: count the event as it was framed.
+        this.bytes += utf8len(`id: ${ev.lastEventId}\ndata: ${ev.data}\n\n`);
+        this.receive(token, ev.data);
+      };
+      for (const type of CONTROL_TYPES) {
+        es.addEventListener(type, (ev) => {
+          if (!this.live(token)) return;
+          if (type === "error" && !(ev instanceof MessageEvent)) return; // connection error
+          this.bytes += utf8len(`event: ${type}\ndata: ${ev.data}\n\n`);
+          this.receive(token, ev.data);
+        });
+      }
+      es.onerror = () => {
+        if (!this.live(token)) return;
+        if (this.ended) return;
+        // Dropped (CONNECTING: the browser would retry with its first URL, whose since= wins
+        // over Last-Event-ID) or refused (CLOSED). Either way: close, and come back with
+        // since=<last id> ourselves.
+        const refused = es.readyState === EventSource.CLOSED;
+        es.close();
+        this.finished(token, refused ? "refused" : "stream dropped");
+      };
+    }
+
+    // -- resume check ----------------------------------------------------------------------------
+    // After a reconnect with since=S: ask the gateway (a short fetch) for its last id L, wait
+    // until this column has caught up to L, then list what history holds in (S, L] and check
+    // that every one of those ids arrived here.
+    beginResumeCheck(since) {
+      const resume = { since, target: undefined, gap: null, done: false };
+      this.resume = resume;
+      this.resumeOk = null;
+      this.resumeText = `reconnected with since=${since}, catching up…`;
+      (async () => {
+        try {
+          const r = await fetch(`/topics/${enc(page.topic)}/messages?limit=1`, {
+            cache: "no-store",
+          });
+          const body = await r.json();
+          resume.target = body.last_id ?? null;
+        } catch (e) {
+          resume.target = null;
+          resume.error = `could not read the topic: ${e.message}`;
+        }
+        this.maybeFinishResume();
+      })();
+    }
+
+    maybeFinishResume() {
+      const resume = this.resume;
+      if (!resume || resume.done || resume.target === undefined) return;
+      if (this.state !== "live" && !this.ended) return;
+      if (resume.target !== null && cmpId(this.lastId, resume.target) < 0) return; // catching up
+      resume.done = true;
+      this.verifyResume(resume);
+    }
+
+    async verifyResume(resume) {
+      const expected = [];
+      let gap = resume.gap;
+      try {
+        let cursor = resume.since;
+        while (resume.target !== null && cmpId(cursor, resume.target) < 0) {
+          const r = await fetch(
+            `/topics/${enc(page.topic)}/messages?since=${enc(cursor)}&limit=1000`,
+            { cache: "no-store" },
+          );
+          if (!r.ok) throw new Error(`HTTP ${r.status}`);
+          const body = await r.json();
+          if (body.gap && !gap) gap = { first_id: body.first_id };
+          if (!body.messages.length) break;
+          for (const m of body.messages) {
+            if (cmpId(m.id, resume.target) <= 0) expected.push(m.id);
+          }
+          cursor = body.messages[body.messages.length - 1].id;
+        }
+      } catch (e) {
+        resume.error = `could not list history: ${e.message}`;
+      }
+      if (this.resume !== resume) return; // superseded by a newer reconnect
+      const missed = expected.filter((id) => !this.idSet.has(id));
+      resume.expected = expected;
+      resume.missed = missed;
+      const n = expected.length;
+      if (gap) {
+        this.resumeOk = false;
+        this.resumeText =
+          `✗ resumed from ${resume.since}: gap, history now starts at ` +
+          `${gap.first_id ?? "(nothing)"}; older messages were missed`;
+      } else if (missed.length) {
+        this.resumeOk = false;
+        this.resumeText =
+          `✗ resumed from ${resume.since}: ${missed.length} of ${n} missed ` +
+          `(first ${missed[0]})`;
+      } else if (resume.error) {
+        this.resumeOk = null;
+        this.resumeText = `resumed from ${resume.since}; ${resume.error}`;
+      } else {
+        this.resumeOk = true;
+        this.resumeText =
+          `✓ resumed from ${resume.since}: ${n} message${n === 1 ? "" : "s"} published ` +
+          `while away, ${n === 1 ? "it" : "all"} received, nothing missed`;
+      }
+      this.dirty = true;
+      scheduleRender();
+    }
+
+    // Ids another column has, within this column's range, that this column lacks.
+    missingVsOthers() {
+      let floor = this.floorId;
+      for (const other of Object.values(page.transports)) {
+        if (cmpId(other.floorId, floor) > 0) floor = other.floorId;
+      }
+      const out = new Set();
+      if (this.lastId === null) return [];
+      for (const other of Object.values(page.transports)) {
+        if (other === this) continue;
+        for (const id of other.ids) {
+          if (cmpId(id, this.lastId) > 0) break; // ids are ascending
+          if (cmpId(id, floor) > 0 && !this.idSet.has(id)) out.add(id);
+        }
+      }
+      return [...out];
+    }
+
+    // -- display ---------------------------------------------------------------------------------
+    log(entry) {
+      this.pendingLog.push(entry);
+      if (this.pendingLog.length > LOG_MAX) this.pendingLog.splice(0, this.pendingLog.length - LOG_MAX);
+      this.dirty = true;
+      scheduleRender();
+    }
+
+    render(t) {
+      const f = this.fields;
+      while (this.arrivals.length && this.arrivals[0] < t - RATE_WINDOW_MS) this.arrivals.shift();
+      const span = Math.min(RATE_WINDOW_MS, t - this.rateSince);
+      const rate = span > 500 ? (this.arrivals.length * 1000) / Math.max(span, 1000) : null;
+      f.rate.textContent = rate === null ? "–" : `${rate.toFixed(1)}/s`;
+      if (t - this.missingAt > 1000) {
+        // a full scan of the other columns' ids: at most once a second
+        this.missingAt = t;
+        const before = this.missingCache.length;
+        this.missingCache = this.missingVsOthers();
+        if (this.missingCache.length !== before) this.dirty = true;
+      }
+      if (!this.dirty) return;
+      this.dirty = false;
+      f.count.textContent = String(this.count);
+      f.lastId.textContent = this.lastId ?? "–";
+      const lat = median(this.latencies);
+      f.latency.textContent = fmtMs(lat);
+      f.latency.title = this.latencies.length
+        ? `median of the last ${this.latencies.length} live messages; last ${fmtMs(
+            this.latencies[this.latencies.length - 1],
+          )}`
+        : "";
+      f.bytes.textContent = fmtBytes(this.bytes);
+      f.reconnects.textContent = String(this.reconnects);
+      f.gaps.textContent = String(this.gaps);
+      f.gaps.dataset.bad = this.gaps ? "1" : "";
+      f.state.textContent = this.stateDetail ? `${this.state} · ${this.stateDetail}` : this.state;
+      f.state.dataset.state = this.state;
+      this.el.dataset.state = this.state;
+      this.button.textContent = this.userClosed ? "Reconnect" : "Disconnect";
+      this.button.setAttribute("aria-pressed", this.userClosed ? "true" : "false");
+      f.resume.textContent = this.resumeText;
+      f.resume.dataset.ok = this.resumeOk === true ? "yes" : this.resumeOk === false ? "no" : "";
+      const missing = this.missingCache;
+      if (this.dups) {
+        f.match.textContent = `✗ ${this.dups} duplicate or out-of-order message(s) dropped`;
+        f.match.dataset.ok = "no";
+      } else if (missing.length) {
+        f.match.textContent = `✗ ${missing.length} id(s) seen by another column missing here`;
+        f.match.dataset.ok = "no";
+      } else {
+        f.match.textContent = this.count ? "same ids as the other columns" : "";
+        f.match.dataset.ok = this.count ? "yes" : "";
+      }
+      this.flushLog();
+    }
+
+    flushLog() {
+      const list = this.fields.log;
+      if (this.clearLog) {
+        list.replaceChildren();
+        this.clearLog = false;
+      }
+      if (!this.pendingLog.length) return;
+      const frag = document.createDocumentFragment();
+      for (const e of this.pendingLog) {
+        const li = document.createElement("li");
+        li.className = e.kind;
+        if (e.id !== undefined) {
+          const id = document.createElement("span");
+          id.className = "id";
+          id.textContent = e.id;
+          const data = document.createElement("span");
+          data.className = "data";
+          data.textContent = short(e.data, 120);
+          data.title = short(e.data, 2000);
+          const lat = document.createElement("span");
+          lat.className = "lat";
+          lat.textContent = e.kind.includes("replayed") ? "replay" : fmtMs(e.latency);
+          li.append(id, data, lat);
+        } else {
+          li.textContent = e.text;
+        }
+        frag.prepend(li); // newest first
+      }
+      this.pendingLog = [];
+      list.prepend(frag);
+      while (list.childElementCount > LOG_MAX) list.lastElementChild.remove();
+    }
+  }
+
+  // ---- rendering is batched: messages only mark columns dirty --------------------------------
+  let renderTimer = null;
+  function scheduleRender() {
+    if (renderTimer === null) renderTimer = setTimeout(render, 100);
+  }
+  function render() {
+    renderTimer = null;
+    const t = now();
+    for (const col of Object.values(page.transports)) col.render(t);
+    renderPublished();
+  }
+
+  // ---- publish box --------------------------------------------------------------------------------
+  let lastPublished = null;
+  function notePublishedArrival(name, id) {
+    if (lastPublished && lastPublished.id === id && !lastPublished.arrived[name]) {
+      lastPublished.arrived[name] = now() - lastPublished.at;
+    }
+  }
+  function renderPublished() {
+    if (!lastPublished) return;
+    const parts = TRANSPORTS.map((n) => {
+      const ms = lastPublished.arrived[n];
+      return ms === undefined ? `${n} …` : `${n} ✓ ${fmtMs(ms)}`;
+    });
+    const all = TRANSPORTS.every((n) => lastPublished.arrived[n] !== undefined);
+    setStatus(`published ${lastPublished.id} → ${parts.join(" · ")}`, all ? "ok" : "");
+  }
+
+  async function publish(ev) {
+    ev.preventDefault();
+    const input = $("#payload");
+    const text = input.value;
+    try {
+      JSON.parse(text);
+    } catch (e) {
+      setStatus(`not valid JSON: ${e.message}`, "error");
+      return;
+    }
+    if (!page.topic) {
+      setStatus("no topic selected", "error");
+      return;
+    }
+    const btn = $("#publish-btn");
+    btn.disabled = true;
+    try {
+      const at = now();
+      const r = await fetch(`/topics/${enc(page.topic)}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: text,
+      });
+      const body = await r.json().catch(() => ({}));
+      if (r.status !== 201) {
+        lastPublished = null;
+        setStatus(`publish failed: HTTP ${r.status} ${body.error ?? ""} ${body.message ?? ""}`, "error");
+        return;
+      }
+      page.published.push(body.id);
+      lastPublished = { id: body.id, at, arrived: {} };
+      for (const col of Object.values(page.transports)) {
+        if (col.idSet.has(body.id)) notePublishedArrival(col.name, body.id);
+      }
+      renderPublished();
+    } catch (e) {
+      lastPublished = null;
+      setStatus(`publish failed: ${e.message}`, "error");
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  // ---- topics -------------------------------------------------------------------------------------
+  async function fetchTopics() {
+    const r = await fetch("/topics", { cache: "no-store" });
+    if (!r.ok) throw new Error(`GET /topics: HTTP ${r.status}`);
+    const body = await r.json();
+    page.serverTopics = Array.isArray(body.topics) ? body.topics : [];
+    return page.serverTopics;
+  }
+
+  function fillPicker(topics) {
+    const select = $("#topic");
+    const names = topics.map((t) => String(t.name));
+    const current = [...select.options].map((o) => o.value);
+    if (names.length && names.join("\n") === current.join("\n")) return;
+    select.replaceChildren();
+    if (!names.length) {
+      const o = document.createElement("option");
+      o.value = "";
+      o.textContent = "(no topics yet: POST to /topics/NAME)";
+      select.append(o);
+      return;
+    }
+    for (const n of names) {
+      const o = document.createElement("option");
+      o.value = n;
+      o.textContent = n;
+      select.append(o);
+    }
+    if (page.topic && names.includes(page.topic)) select.value = page.topic;
+  }
+
+  // What the gateway says about the topic (GET /topics), refreshed every few seconds.
+  function showServerView() {
+    const t = page.serverTopics.find((x) => x.name === page.topic);
+    const el = $("#server");
+    if (!t) {
+      el.textContent = "";
+      return;
+    }
+    const s = t.subscribers || {};
+    el.textContent =
+      `gateway: ${page.topic} retains ${t.length ?? "?"} messages ` +
+      `(${t.first_id ?? "–"} … ${t.last_id ?? "–"}); subscribers ` +
+      `chunked ${s.chunked ?? "?"} · ws ${s.ws ?? "?"} · sse ${s.sse ?? "?"}`;
+  }
+
+  async function selectTopic(name) {
+    for (const col of Object.values(page.transports)) col.reset(null);
+    page.topic = name || null;
+    lastPublished = null;
+    if (!page.topic) {
+      scheduleRender();
+      return;
+    }
+    const params = new URLSearchParams(location.search);
+    if (params.get("topic") !== page.topic) {
+      params.set("topic", page.topic);
+      history.replaceState(null, "", `?${params}`);
+    }
+    // One common starting point: the topic's last id now. Every column asks since=<it>, so
+    // all three receive exactly the same messages from the same place.
+    let start = "0-0";
+    try {
+      const topics = await fetchTopics();
+      const t = topics.find((x) => x.name === page.topic);
+      if (t && t.last_id) start = t.last_id;
+    } catch (e) {
+      pageError(`could not read topics: ${e.message}`);
+    }
+    if (page.topic !== name) return; // the user picked another one meanwhile
+    page.startId = start;
+    setStatus(`${page.topic}: every column starts after ${start}`);
+    showServerView();
+    for (const col of Object.values(page.transports)) {
+      col.reset(start);
+      col.connect();
+    }
+  }
+
+  async function refreshTopics() {
+    try {
+      fillPicker(await fetchTopics());
+      showServerView();
+    } catch (e) {
+      // The gateway may be restarting; the columns say so themselves. Keep quiet here.
+    }
+  }
+
+  async function main() {
+    for (const name of TRANSPORTS) {
+      page.transports[name] = new Column(name, $(`[data-transport="${name}"]`));
+    }
+    $("#publish").addEventListener("submit", publish);
+    $("#topic").addEventListener("change", (ev) => selectTopic(ev.target.value));
+    let topics = [];
+    try {
+      topics = await fetchTopics();
+    } catch (e) {
+      pageError(`could not read topics: ${e.message}`);
+    }
+    fillPicker(topics);
+    const names = topics.map((t) => String(t.name));
+    const wanted = new URLSearchParams(location.search).get("topic");
+    const first = names.includes(wanted) ? wanted : names.includes("ticks") ? "ticks" : names[0];
+    if (first) {
+      $("#topic").value = first;
+      await selectTopic(first);
+    } else {
+      setStatus("no topics yet: publish to one with POST /topics/NAME, then reload");
+    }
+    setInterval(refreshTopics, TOPICS_REFRESH_MS);
+    setInterval(scheduleRender, 1000); // keeps the rate figure moving when nothing arrives
+    page.ready = true;
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", main);
+  else main();
+})();

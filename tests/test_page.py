@@ -1,0 +1,341 @@
+"""The demo page (GET /) in a real browser: Debian's Chromium driven by playwright.
+
+The gateway runs in the test's event loop (tests.helpers.start_gateway) on a loopback port;
+the page reads its per-transport state from ``window.streamgate``. Every wait is a
+``wait_for_function`` bounded by TIMEOUT, never a fixed sleep.
+
+Needs ``apt-get install -y chromium`` and ``pip install playwright`` (no ``playwright install``:
+the browser is the system one). A missing /usr/bin/chromium fails these tests, it does not
+skip them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+
+from tests.helpers import TIMEOUT, start_gateway
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MS = int(TIMEOUT * 1000)  # playwright counts in milliseconds
+TRANSPORTS = ("chunked", "ws", "sse")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+TICK = 0.2
+
+# JavaScript run in the page.
+ALL_COUNT_AT_LEAST = """n => Object.values(window.streamgate?.transports ?? {}).length === 3
+    && Object.values(window.streamgate.transports).every(c => c.state === "live" && c.count >= n)"""
+ALL_HAVE_ID = """id => Object.values(window.streamgate.transports).every(c => c.idSet.has(id))"""
+ALL_AT_LEAST_ID = """bound => Object.values(window.streamgate.transports).every(c =>
+    c.lastId !== null && window.streamgate.cmpId(c.lastId, bound) >= 0)"""
+SNAPSHOT = """() => Object.fromEntries(
+    Object.entries(window.streamgate.transports).map(([k, c]) => [k, {
+    ids: c.ids, startId: c.startId, lastId: c.lastId, count: c.count, dups: c.dups,
+    gaps: c.gaps, reconnects: c.reconnects, state: c.state, resumeOk: c.resumeOk,
+    resumeText: c.resumeText, bytes: c.bytes, missing: c.missingVsOthers(),
+    controls: c.controls}]))"""
+# Polled in the page (a short fetch): what GET /topics says about the ticks subscribers.
+SUBSCRIBERS_ARE_ONE = """async () => {
+    const body = await (await fetch("/topics", {cache: "no-store"})).json();
+    const s = body.topics.find(t => t.name === "ticks").subscribers;
+    return s.chunked === 1 && s.ws === 1 && s.sse === 1;
+}"""
+
+
+def id_key(message_id: str) -> tuple[int, int]:
+    ms, seq = message_id.split("-")
+    return int(ms), int(seq)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 (a stat, once per test)
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
+            "(apt-get install -y chromium)",
+            pytrace=False,
+        )
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+class Session:
+    """A gateway, one page on it, and what the page said on its console."""
+
+    def __init__(self, gw: Any, page: Page) -> None:
+        self.gw = gw
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, msg: ConsoleMessage) -> None:
+        if msg.type in ("error", "assert"):
+            self.errors.append(f"console.{msg.type}: {msg.text}")
+
+    async def state(self) -> dict[str, dict[str, Any]]:
+        return await self.page.evaluate(SNAPSHOT)
+
+    async def wait(self, expression: str, arg: Any = None) -> None:
+        await self.page.wait_for_function(expression, arg=arg, timeout=MS, polling=100)
+
+    async def history(self, since: str) -> list[str]:
+        """The ids the gateway retains after ``since`` (GET /topics/ticks/messages)."""
+        ids: list[str] = []
+        async with aiohttp.ClientSession() as http:
+            while True:
+                url = f"{self.gw.url}/topics/ticks/messages"
+                params = {"since": since, "limit": "1000"}
+                async with http.get(url, params=params) as resp:
+                    assert resp.status == 200, await resp.text()
+                    body = await resp.json()
+                assert body["gap"] is False, body
+                if not body["messages"]:
+                    return ids
+                ids += [m["id"] for m in body["messages"]]
+                since = ids[-1]
+
+
+@contextlib.asynccontextmanager
+async def session(
+    browser: Browser, *, width: int = 1280, height: int = 800
+) -> AsyncIterator[Session]:
+    async with start_gateway(tick_interval=TICK) as gw:
+        context = await browser.new_context(viewport={"width": width, "height": height})
+        page = await context.new_page()
+        s = Session(gw, page)
+        try:
+            await page.goto(f"{gw.url}/", timeout=MS)
+            # three live columns, each with a few ticks
+            await s.wait(ALL_COUNT_AT_LEAST, 3)
+            yield s
+        finally:
+            # close the browser side first, so that the gateway stopping is not seen as a drop
+            await context.close()
+
+
+async def test_page_loads_without_console_errors(browser: Browser) -> None:
+    async with session(browser) as s:
+        page = s.page
+        assert await page.title() != ""
+        for name in TRANSPORTS:
+            assert await page.locator(f'[data-transport="{name}"]').count() == 1
+        # the topic picker is fed by GET /topics
+        options = await page.locator("#topic option").all_text_contents()
+        assert "ticks" in options
+        assert await page.locator("#topic").input_value() == "ticks"
+        # the stylesheet and the script come from /static/, nothing from elsewhere
+        display = await page.evaluate(
+            "getComputedStyle(document.querySelector('.columns')).display"
+        )
+        assert display == "grid"
+        hosts = await page.evaluate(
+            "[...performance.getEntriesByType('resource')].map(e => new URL(e.name).host)"
+        )
+        assert set(hosts) <= {s.gw.url.removeprefix("http://")}, hosts
+        # figures on screen
+        for name in TRANSPORTS:
+            column = page.locator(f'[data-transport="{name}"]')
+            await s.wait(
+                """name => document.querySelector(`[data-transport="${name}"] [data-field=count]`)
+                    .textContent !== "0" """,
+                name,
+            )
+            last_id = await column.locator("[data-field=lastId]").text_content()
+            assert last_id is not None and "-" in last_id
+            assert await column.locator("[data-field=state]").text_content() == "live"
+        assert s.errors == []
+
+
+async def test_three_columns_receive_the_same_ids(browser: Browser) -> None:
+    async with session(browser) as s:
+        await s.wait(ALL_COUNT_AT_LEAST, 10)
+        first = await s.state()
+        bound = max((c["lastId"] for c in first.values()), key=id_key)
+        await s.wait(ALL_AT_LEAST_ID, bound)
+        state = await s.state()
+        start = state["chunked"]["startId"]
+        lists = {}
+        for name, c in state.items():
+            assert c["startId"] == start, name
+            assert c["dups"] == 0 and c["gaps"] == 0 and c["missing"] == [], (name, c)
+            lists[name] = [i for i in c["ids"] if id_key(i) <= id_key(bound)]
+        assert len(lists["chunked"]) >= 10
+        assert lists["chunked"] == lists["ws"] == lists["sse"]
+        # and they are exactly what the gateway holds after the common start
+        held = [i for i in await s.history(start) if id_key(i) <= id_key(bound)]
+        assert lists["chunked"] == held
+        assert s.errors == []
+
+
+async def test_published_message_arrives_in_all_three(browser: Browser) -> None:
+    async with session(browser) as s:
+        page = s.page
+        marker = uuid.uuid4().hex
+        payload = {"marker": marker, "html": "<b id='injected'>bold</b>", "text": "héllo ✓"}
+        await page.fill("#payload", json.dumps(payload))
+        await page.click("#publish-btn")
+        await s.wait("() => window.streamgate.published.length === 1")
+        published = await page.evaluate("window.streamgate.published[0]")
+        await s.wait(ALL_HAVE_ID, published)
+        # the status line reports the arrival in each column
+        await s.wait(
+            """() => ["chunked", "ws", "sse"].every(n =>
+                document.querySelector("#status").textContent.includes(n + " ✓"))"""
+        )
+        # the gateway holds it with the published data
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{s.gw.url}/topics/ticks/messages?limit=1000") as resp:
+                body = await resp.json()
+        held = {m["id"]: m["data"] for m in body["messages"]}
+        assert held[published] == payload
+        # shown in every column as text, never as markup
+        for name in TRANSPORTS:
+            cell = page.locator(f'[data-transport="{name}"] .log li .data', has_text=marker)
+            await cell.first.wait_for(timeout=MS)
+            assert "<b id='injected'>" in (await cell.first.text_content() or "")
+        assert await page.locator("#injected").count() == 0
+        # a bad document is refused in the page, not sent
+        await page.fill("#payload", "{not json")
+        await page.click("#publish-btn")
+        await s.wait("() => document.querySelector('#status').dataset.kind === 'error'")
+        assert await page.evaluate("window.streamgate.published.length") == 1
+        assert s.errors == []
+
+
+@pytest.mark.parametrize("name", TRANSPORTS)
+async def test_disconnect_then_reconnect_loses_nothing(browser: Browser, name: str) -> None:
+    async with session(browser) as s:
+        page = s.page
+        column = f'[data-transport="{name}"]'
+        button = page.locator(f"{column} [data-action=toggle]")
+        assert await button.text_content() == "Disconnect"
+        await button.click()
+        await s.wait(f"() => window.streamgate.transports.{name}.state === 'disconnected'")
+        await s.wait(
+            f"() => document.querySelector('{column} [data-action=toggle]')"
+            ".textContent === 'Reconnect'"
+        )
+        away_from = await page.evaluate(f"window.streamgate.transports.{name}.lastId")
+        # published while the column is away (the ticks keep coming too)
+        published = [await s.gw.publish("ticks", {"while_away": i}) for i in range(5)]
+        others = [n for n in TRANSPORTS if n != name]
+        await s.wait(
+            """([others, ids]) => others.every(n =>
+                ids.every(id => window.streamgate.transports[n].idSet.has(id)))""",
+            [others, published],
+        )
+        missed_so_far = await page.evaluate(
+            "([n, ids]) => ids.filter(id => window.streamgate.transports[n].idSet.has(id))",
+            [name, published],
+        )
+        assert missed_so_far == [], "a disconnected column still received messages"
+
+        await button.click()
+        await s.wait(
+            "([n, ids]) => ids.every(id => window.streamgate.transports[n].idSet.has(id))",
+            [name, published],
+        )
+        # the column checks itself against the gateway's history, and says so
+        await s.wait(f"() => window.streamgate.transports.{name}.resumeOk !== null")
+        state = await s.state()
+        mine = state[name]
+        assert mine["resumeOk"] is True, mine["resumeText"]
+        assert "nothing missed" in mine["resumeText"]
+        assert f"resumed from {away_from}" in mine["resumeText"]
+        assert mine["reconnects"] == 1
+        assert mine["dups"] == 0 and mine["gaps"] == 0
+        resume_line = page.locator(f"{column} [data-field=resume]")
+        await s.wait(
+            "sel => document.querySelector(sel).textContent.includes('nothing missed')",
+            f"{column} [data-field=resume]",
+        )
+        assert await resume_line.get_attribute("data-ok") == "yes"
+
+        # every id the gateway holds after the common start, up to where the column is now,
+        # arrived exactly once and in order, and the same ids as the other columns
+        bound = mine["lastId"]
+        await s.wait(ALL_AT_LEAST_ID, bound)
+        state = await s.state()
+        held = [i for i in await s.history(mine["startId"]) if id_key(i) <= id_key(bound)]
+        for n in TRANSPORTS:
+            got = [i for i in state[n]["ids"] if id_key(i) <= id_key(bound)]
+            assert got == held, n
+            assert state[n]["missing"] == [], n
+        # the old connection is gone: the gateway counts one subscriber per transport again
+        await s.wait(SUBSCRIBERS_ARE_ONE)
+        assert await button.text_content() == "Disconnect"
+        assert s.errors == []
+
+
+async def test_dropped_connections_come_back_without_loss(browser: Browser) -> None:
+    """A network failure (the gateway aborts every stream): each column reconnects by itself
+    with since=<last id>, and nothing published meanwhile is missed."""
+    async with session(browser) as s:
+        assert s.gw.drop_all() == 3
+        published = [await s.gw.publish("ticks", {"after_drop": i}) for i in range(3)]
+        await s.wait(
+            "() => Object.values(window.streamgate.transports).every(c => c.reconnects >= 1)"
+        )
+        await s.wait(ALL_HAVE_ID, published[-1])
+        await s.wait(
+            "() => Object.values(window.streamgate.transports).every(c => c.resumeOk !== null)"
+        )
+        state = await s.state()
+        bound = min((c["lastId"] for c in state.values()), key=id_key)
+        held = [i for i in await s.history(state["ws"]["startId"]) if id_key(i) <= id_key(bound)]
+        for name, c in state.items():
+            assert c["resumeOk"] is True, (name, c["resumeText"])
+            assert c["dups"] == 0 and c["gaps"] == 0, name
+            assert [i for i in c["ids"] if id_key(i) <= id_key(bound)] == held, name
+        await s.wait(SUBSCRIBERS_ARE_ONE)
+        # Chromium reports the aborted streams itself (net::ERR_...); the page adds nothing.
+        assert [e for e in s.errors if "net::ERR_" not in e] == []
+
+
+async def test_screenshots(browser: Browser) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with session(browser) as s:
+        await s.page.fill("#payload", json.dumps({"hello": "from the publish box"}))
+        await s.page.click("#publish-btn")
+        await s.wait("() => window.streamgate.published.length === 1")
+        published = await s.page.evaluate("window.streamgate.published[0]")
+        await s.wait(ALL_HAVE_ID, published)
+        await s.wait(ALL_COUNT_AT_LEAST, 12)
+        laptop = ARTIFACTS / "page.png"
+        await s.page.screenshot(path=str(laptop))
+        assert laptop.stat().st_size > 10_000
+        assert s.errors == []
+    # on a phone the three columns stack
+    async with session(browser, width=390, height=844) as s:
+        boxes = [await s.page.locator(f'[data-transport="{n}"]').bounding_box() for n in TRANSPORTS]
+        assert all(b is not None for b in boxes)
+        xs = {round(b["x"]) for b in boxes if b}
+        assert len(xs) == 1, boxes
+        widths = [b["width"] for b in boxes if b]
+        assert min(widths) > 300
+        assert await s.page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+        phone = ARTIFACTS / "page-phone.png"
+        await s.page.screenshot(path=str(phone), full_page=True)
+        assert phone.stat().st_size > 10_000
+        assert s.errors == []
