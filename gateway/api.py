@@ -148,7 +148,12 @@ async def topic_messages(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     return json_response(
-        {"status": "ok", "topics": len(ctx.broker.topics()), "connections": len(ctx.sessions)}
+        {
+            "status": "ok",
+            "topics": len(ctx.broker.topics()),
+            "connections": len(ctx.sessions),
+            "disconnects": dict(ctx.disconnects),
+        }
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,8 @@ class Context:
     streams: dict[str, StreamFactory] = field(default_factory=dict)
     sessions: set[DirectSink] = field(default_factory=set)
     """Every open streaming connection (heartbeats, shutdown, tests)."""
+    disconnects: Counter[str] = field(default_factory=Counter)
+    """How many streams ended, by reason (``slow_consumer``, ``limit``, ...)."""
 
     def require_topic(self, topic: str) -> None:
         if not self.broker.has_topic(topic):

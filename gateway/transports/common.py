@@ -129,6 +129,7 @@ async def run_subscription(
     try:
         await ctx.hub.subscribe(sub, req.since)
         reason = await sink.done
+        ctx.disconnects[reason.reason] += 1
         return reason, sub.last_id
     finally:
         sink.close(errors.CLIENT_GONE)
@@ -247,4 +248,5 @@ async def run_stream(
         ctx.sessions.discard(sink)
         await _close_iterator(stream.iterator)
     reason = sink.done.result() if sink.done.done() else errors.CLIENT_GONE
+    ctx.disconnects[reason.reason] += 1
     return reason, last_id
