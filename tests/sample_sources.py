@@ -1,0 +1,30 @@
+"""Generators the tests name with --source / --stream (module:function)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+PROGRESS = {"endless": 0}
+
+
+async def endless(**params: str) -> AsyncIterator[dict[str, Any]]:
+    """Never ends; records how far it has been advanced."""
+    i = 0
+    while True:
+        i += 1
+        PROGRESS["endless"] = i
+        yield {"i": i, "pad": "x" * 100}
+
+
+async def fails_after(n: str = "2") -> AsyncIterator[int]:
+    for i in range(int(n)):
+        yield i
+    raise RuntimeError("the source broke")
+
+
+async def letters() -> AsyncIterator[str]:
+    for letter in "abc":
+        yield letter
+        await asyncio.sleep(0)

@@ -1,0 +1,162 @@
+"""Per-connection streams on all three transports, and shared sources."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import orjson
+import pytest
+import websockets
+
+from tests import sample_sources
+from tests.helpers import TIMEOUT, start_gateway, wait_for
+from tests.wire import read_until
+
+TRANSPORTS = ["chunked", "sse", "ws"]
+STREAMS = (
+    "endless=tests.sample_sources:endless",
+    "fails=tests.sample_sources:fails_after",
+)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_count_on_every_transport(transport: str) -> None:
+    async with start_gateway() as gw:
+        reader = await read_until(gw.url, transport, "count", query="n=5")
+        assert reader.ids == ["0-1", "0-2", "0-3", "0-4", "0-5"]
+        assert [m.obj["data"] for m in reader.messages] == [{"n": i} for i in range(1, 6)]
+        assert reader.controls == [{"type": "end", "reason": "complete", "last_id": "0-5"}]
+        if transport == "ws":
+            assert reader.close_code == 1000
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_count_resumes_after_since(transport: str) -> None:
+    async with start_gateway() as gw:
+        reader = await read_until(gw.url, transport, "count", query="n=5&since=0-2&limit=2")
+        assert reader.ids == ["0-3", "0-4"]
+        assert reader.controls[-1]["reason"] == "limit"
+
+
+async def test_sse_resume_past_the_end_is_204_so_eventsource_stops() -> None:
+    async with start_gateway() as gw:
+        url = f"{gw.url}/sse/count?n=3"
+        async with gw.session.get(url, headers={"Last-Event-ID": "0-3"}) as resp:
+            assert resp.status == 204
+
+
+@pytest.mark.parametrize("query", ["n=abc", "n=-1", "interval=x", "bogus=1", "since=5-1"])
+@pytest.mark.parametrize("transport", ["chunked", "sse"])
+async def test_bad_stream_params_are_400_before_the_stream(transport: str, query: str) -> None:
+    async with start_gateway() as gw:
+        async with gw.session.get(f"{gw.url}/{transport}/count?{query}") as resp:
+            assert resp.status == 400
+            body = await resp.json()
+            assert body["error"] in ("bad_params", "bad_id")
+
+
+async def test_bad_stream_params_on_ws_are_400_before_upgrade() -> None:
+    async with start_gateway() as gw:
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with websockets.connect(f"{gw.ws_url}/ws/count?n=abc"):
+                pass
+        assert info.value.response.status_code == 400
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_stream_that_fails_midway_says_so(transport: str) -> None:
+    async with start_gateway(streams=STREAMS) as gw:
+        reader = await read_until(gw.url, transport, "fails", query="n=2")
+        assert reader.ids == ["0-1", "0-2"]
+        kinds = [c["type"] for c in reader.controls]
+        assert kinds == ["error", "goodbye"]
+        assert reader.controls[0]["code"] == "stream_failed"
+        assert reader.controls[1]["reason"] == "source_failed"
+        if transport == "ws":
+            assert reader.close_code == 1011
+
+
+async def test_stream_is_paced_by_the_client() -> None:
+    """While the client does not read, the generator is not advanced."""
+    async with start_gateway(streams=STREAMS) as gw:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gw.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"GET /chunked/endless HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b'"i":10,'), TIMEOUT)
+        # The client stops reading. The generator runs until the socket
+        # buffers are full, then waits.
+        progress = sample_sources.PROGRESS
+        last = -1
+        while progress["endless"] != last:
+            last = progress["endless"]
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(0.5)
+        assert progress["endless"] == last, "advanced while the client was blocked"
+        assert last < 200_000, f"ran {last} items ahead of the reader"
+        # Reading again lets it go on.
+        for _ in range(200):
+            await asyncio.wait_for(reader.read(65536), TIMEOUT)
+        await wait_for(lambda: progress["endless"] > last, what="the generator to go on")
+        writer.close()
+        await wait_for(lambda: not gw.context.sessions, what="the stream to end")
+
+
+async def test_shared_source_from_module_function() -> None:
+    async with start_gateway(sources=("letters=tests.sample_sources:letters",)) as gw:
+
+        async def history() -> list[str]:
+            async with gw.session.get(f"{gw.url}/topics/letters/messages") as resp:
+                return [m["data"] for m in (await resp.json())["messages"]]
+
+        for _ in range(100):
+            if len(await history()) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert await history() == ["a", "b", "c"]
+
+
+async def test_ticks_demo_topic_flows() -> None:
+    async with start_gateway(tick_interval=0.05) as gw:
+        reader = await read_until(gw.url, "chunked", "ticks", count=3)
+        ns = [m.obj["data"]["n"] for m in reader.messages]
+        assert ns == list(range(ns[0], ns[0] + 3))
+
+
+async def test_heartbeats_on_every_transport() -> None:
+    async with start_gateway(topics=("news",), heartbeat=0.1) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET /chunked/news HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        # A heartbeat is a chunk holding one LF.
+        assert await asyncio.wait_for(reader.readuntil(b"1\r\n\n\r\n"), TIMEOUT)
+        writer.close()
+
+        async with aiohttp.ClientSession() as s, s.get(f"{gw.url}/sse/news") as resp:
+            seen = b""
+            async with asyncio.timeout(TIMEOUT):
+                while b": ping\n\n" not in seen:
+                    seen += await resp.content.read(100)
+
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(f"{gw.ws_url}/ws/news", autoping=False) as ws:
+                msg = await ws.receive(timeout=TIMEOUT)
+                assert msg.type is aiohttp.WSMsgType.PING
+                await ws.pong(msg.data)
+
+
+async def test_ws_publish_command_reaches_other_transports() -> None:
+    async with start_gateway(topics=("news",)) as gw:
+        task = asyncio.create_task(read_until(gw.url, "chunked", "news", count=1))
+        await wait_for(lambda: gw.context.hub.subscriber_counts("news")["chunked"] == 1)
+        async with websockets.connect(f"{gw.ws_url}/ws/news") as ws:
+            await ws.send(orjson.dumps({"type": "publish", "data": {"hi": 1}, "ref": 1}).decode())
+            ack = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        assert ack["type"] == "published" and ack["ref"] == 1
+        reader = await task
+        assert reader.ids == [ack["id"]]
+        assert reader.messages[0].obj["data"] == {"hi": 1}
