@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
+import orjson
 
 from gateway.app import Running, running
 from gateway.context import Context
@@ -43,7 +44,11 @@ class GatewayUnderTest:
 
     async def publish(self, topic: str, data: Any) -> str:
         """POST one message over real HTTP; returns its id."""
-        async with self.session.post(f"{self.url}/topics/{topic}", json=data) as resp:
+        async with self.session.post(
+            f"{self.url}/topics/{topic}",
+            data=orjson.dumps(data),
+            headers={"Content-Type": "application/json"},
+        ) as resp:
             body = await resp.json()
             assert resp.status == 201, body
             return str(body["id"])

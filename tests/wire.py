@@ -138,9 +138,10 @@ async def read_until(
     query: str = "",
     headers: dict[str, str] | None = None,
     started: asyncio.Event | None = None,
+    within: float = TIMEOUT,
 ) -> Reader:
     """Read until ``count`` messages, or the message ``until_id``, or the end."""
-    async with asyncio.timeout(TIMEOUT):
+    async with asyncio.timeout(within):
         async with open_reader(base_url, transport, topic, query=query, headers=headers) as (
             reader,
             items,
