@@ -119,6 +119,13 @@ class JSONArrayDecoder:
             self._coro.close()
         return self._take()
 
+    def discard(self) -> None:
+        """Abandon the document (the connection is gone): no error, no more items."""
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(ijson.JSONError):
+                self._coro.close()
+
     def _take(self) -> list[Any]:
         items = list(self._items)
         del self._items[:]
@@ -253,43 +260,31 @@ class ChunkedClient:
                             log.info("%s: reconnected with since=%s", TRANSPORT, self.last_id)
                         decoder: NDJSONDecoder | JSONArrayDecoder
                         decoder = NDJSONDecoder() if self.format == "ndjson" else JSONArrayDecoder()
-                        async for chunk in resp.content.iter_any():
-                            got_bytes = True
-                            self.stats.bytes_received += len(chunk)
-                            try:
-                                if isinstance(decoder, NDJSONDecoder):
-                                    items: list[Any] = [
-                                        (json.loads(line), line) for line in decoder.feed(chunk)
-                                    ]
-                                else:
-                                    items = [(obj, None) for obj in decoder.feed(chunk)]
-                            except (ValueError, ijson.JSONError) as exc:
-                                raise StreamError(f"bad JSON from server: {exc}") from exc
-                            for obj, line in items:
-                                kind = self._classify(obj)
-                                if kind == "message":
-                                    raw = line.decode("utf-8", "replace") if line else None
-                                    msg = Message.from_obj(obj, raw)
-                                    self.last_id = msg.id
-                                    self.stats.messages += 1
-                                    yield msg
-                                elif kind == "end":
-                                    return
-                                elif kind == "goodbye":
-                                    ms = obj.get("reconnect_ms")
-                                    hint = ms / 1000.0 if isinstance(ms, int | float) else 0.0
-                    # The body ended cleanly.
-                    if isinstance(decoder, JSONArrayDecoder):
                         try:
-                            decoder.close()
-                        except ijson.JSONError:
-                            reason = "JSON array cut short"
-                        else:
-                            if hint is None:
-                                return  # a complete array with no goodbye: the stream is over
-                            reason = "goodbye"
-                    else:
-                        reason = "goodbye" if hint is not None else "stream ended without end"
+                            async for chunk in resp.content.iter_any():
+                                got_bytes = True
+                                self.stats.bytes_received += len(chunk)
+                                items = _decode(decoder, chunk)
+                                for obj, line in items:
+                                    kind = self._classify(obj)
+                                    if kind == "message":
+                                        raw = line.decode("utf-8", "replace") if line else None
+                                        msg = Message.from_obj(obj, raw)
+                                        self.last_id = msg.id
+                                        self.stats.messages += 1
+                                        yield msg
+                                    elif kind == "end":
+                                        return
+                                    elif kind == "goodbye":
+                                        ms = obj.get("reconnect_ms")
+                                        hint = ms / 1000.0 if isinstance(ms, int | float) else 0.0
+                            # The body ended cleanly: complete, or come back?
+                            reason = _after_body(decoder, hint)
+                            if reason is None:
+                                return
+                        finally:
+                            if isinstance(decoder, JSONArrayDecoder):
+                                decoder.discard()  # connection gone: no parse error
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     reason = _describe(exc)
                     if self._connections == 0 and self.fail_fast:
@@ -323,6 +318,29 @@ class ChunkedClient:
         if self.on_control is not None:
             self.on_control(obj)
         return str(kind)
+
+
+def _decode(decoder: NDJSONDecoder | JSONArrayDecoder, chunk: bytes) -> list[Any]:
+    """``(object, raw line or None)`` pairs completed by *chunk*."""
+    try:
+        if isinstance(decoder, NDJSONDecoder):
+            return [(json.loads(line), line) for line in decoder.feed(chunk)]
+        return [(obj, None) for obj in decoder.feed(chunk)]
+    except (ValueError, ijson.JSONError) as exc:
+        raise StreamError(f"bad JSON from server: {exc}") from exc
+
+
+def _after_body(decoder: NDJSONDecoder | JSONArrayDecoder, hint: float | None) -> str | None:
+    """Why to reconnect after a body that ended cleanly, or None if the stream is over."""
+    if isinstance(decoder, JSONArrayDecoder):
+        try:
+            decoder.close()
+        except ijson.JSONError:
+            return "JSON array cut short"
+        # A complete array ends the stream, unless a goodbye asked us back.
+        return None if hint is None else "goodbye"
+    # NDJSON: `end` returned already; a body without one was cut or said goodbye.
+    return "goodbye" if hint is not None else "stream ended without end"
 
 
 def _int_or_none(value: str | None) -> int | None:

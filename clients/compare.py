@@ -230,10 +230,15 @@ class _Run:
         self.reached = {r.name: asyncio.Event() for r in results}
         self.loop = asyncio.get_running_loop()
 
-    def record(self, res: TransportResult, msg: _Msg) -> None:
-        now_ms = time.time() * 1000.0
+    def record(
+        self, res: TransportResult, msg: _Msg, now_ms: float | None = None, now: float | None = None
+    ) -> None:
+        """Note one message received at *now_ms* (epoch) / *now* (perf_counter)."""
+        if now_ms is None:
+            now_ms = time.time() * 1000.0
         if res.first_message_ms is None:
-            res.first_message_ms = (time.perf_counter() - self.t0) * 1000.0
+            now = time.perf_counter() if now is None else now
+            res.first_message_ms = (now - self.t0) * 1000.0
         res.ids.append(msg.id)
         res.latencies_ms.append(now_ms - msg.ts)
 
@@ -266,7 +271,9 @@ def _consume_sync(run: _Run, res: TransportResult, client: SyncClient) -> None:
     try:
         stream: Iterator[Any] = client.messages()
         for msg in stream:
-            run.loop.call_soon_threadsafe(_record_and_check, run, res, msg)
+            # Time the message here, in the reading thread, not when the loop gets to it.
+            stamp = (time.time() * 1000.0, time.perf_counter())
+            run.loop.call_soon_threadsafe(_record_and_check, run, res, msg, stamp)
         res.ended = not client._closed.is_set()
     except Exception as exc:
         res.error = str(exc) or type(exc).__name__
@@ -275,8 +282,10 @@ def _consume_sync(run: _Run, res: TransportResult, client: SyncClient) -> None:
         run.loop.call_soon_threadsafe(done)
 
 
-def _record_and_check(run: _Run, res: TransportResult, msg: _Msg) -> None:
-    run.record(res, msg)
+def _record_and_check(
+    run: _Run, res: TransportResult, msg: _Msg, stamp: tuple[float, float]
+) -> None:
+    run.record(res, msg, *stamp)
     run.check(res)
 
 
@@ -363,8 +372,6 @@ async def compare(
             await asyncio.gather(*tasks, return_exceptions=True)
             for t in threads:
                 await asyncio.to_thread(t.join, drain_timeout)
-    if progress is not None:
-        progress(time.perf_counter() - run.t0, results)
     return Report(topic, seconds, since, until, results)
 
 
