@@ -286,6 +286,7 @@ class EventSource:
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._closed = asyncio.Event()
+        self._response: aiohttp.ClientResponse | None = None
 
     @property
     def last_event_id(self) -> str:
@@ -298,9 +299,15 @@ class EventSource:
         return max(0, self.connections - 1)
 
     def close(self) -> None:
-        """Stop: no further event is yielded and no reconnection is made."""
+        """Stop: no further event is yielded and no reconnection is made.
+
+        May be called from the consuming loop or from another task: the open
+        response, if any, is closed so that a pending read ends at once.
+        """
         self.ready_state = self.CLOSED
         self._closed.set()
+        if self._response is not None:
+            self._response.close()
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Yield events until :meth:`close` is called or the connection fails for good."""
@@ -322,10 +329,15 @@ class EventSource:
                     async with session.get(
                         self.url, headers=headers, timeout=self._timeout
                     ) as resp:
+                        self._response = resp
                         # "if res's status is not 200, or if res's `Content-Type` is
                         # not `text/event-stream`, then fail the connection."
                         if resp.status != 200 or resp.content_type != "text/event-stream":
-                            body = (await resp.content.read(2048)).decode("utf-8", "replace")
+                            # An error body is short and complete; a 200 may be an endless
+                            # stream of something else: do not wait for it.
+                            body = ""
+                            if resp.status != 200:
+                                body = (await resp.content.read(2048)).decode("utf-8", "replace")
                             self.close()
                             raise EventSourceError(
                                 _http_error_text(resp.status, resp.content_type, body),
@@ -342,17 +354,21 @@ class EventSource:
                             got_bytes = True
                             self.bytes_received += len(chunk)
                             for event in self._decoder.feed(chunk):
-                                if self.ready_state == self.CLOSED:
-                                    return
                                 yield event
+                                if self.ready_state == self.CLOSED:
+                                    return  # close() was called by the consumer
                             if self._decoder.retry is not None:
                                 self.reconnection_time = self._decoder.retry
                     reason = "stream ended"
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    if self.ready_state == self.CLOSED:
+                        return
                     reason = _describe(exc)
                     if self.connections == 0 and self.fail_fast:
                         self.close()
                         raise EventSourceError(f"cannot connect to {self.url}: {reason}") from exc
+                finally:
+                    self._response = None
                 if self.ready_state == self.CLOSED:
                     return
                 failures = 0 if got_bytes else failures + 1
@@ -385,7 +401,7 @@ def _describe(exc: BaseException) -> str:
 
 def _http_error_text(status: int, content_type: str, body: str) -> str:
     detail = body.strip()
-    with contextlib.suppress(ValueError, AttributeError):
+    with contextlib.suppress(ValueError, KeyError, TypeError):
         err = json.loads(body)
         detail = f"{err['error']}: {err['message']}"
     if status == 200:

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from clients.chunked import ChunkedClient
-from clients.sse import SSEClient
+from clients.sse import Event, EventSource, EventSourceError, SSEClient
 from clients.sync import SyncClient
 from clients.ws import WSClient
-from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway
+from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ["chunked", "json", "sse", "ws", "sync"]
@@ -261,6 +261,42 @@ async def test_sse_sends_last_event_id_and_stops_on_204() -> None:
         assert client.source.ready_state == client.source.CLOSED
 
 
+async def test_event_source_fails_for_good_on_wrong_content_type() -> None:
+    async with start_gateway(topics=("news",)) as gw:
+        await gw.publish("news", {"i": 0})
+        source = EventSource(f"{gw.url}/chunked/news?since=0-0")
+        with pytest.raises(EventSourceError) as info:
+            async with asyncio.timeout(TIMEOUT):
+                async for _ in source.events():
+                    pass
+        assert info.value.status == 200
+        assert info.value.content_type == "application/x-ndjson"
+        assert source.ready_state == EventSource.CLOSED
+        assert source.connections == 0
+
+
+async def test_event_source_resumes_with_last_event_id_after_server_retry() -> None:
+    """Raw EventSource: Last-Event-ID on reconnection, delay from the server's retry:."""
+    async with start_gateway(topics=("news",), retry_ms=40) as gw:
+        ids = await gw.publish_many("news", [{"i": i} for i in range(3)])
+        source = EventSource(f"{gw.url}/sse/news", last_event_id=ids[0])
+        events: list[Event] = []
+        async with asyncio.timeout(TIMEOUT):
+            async for event in source.events():
+                events.append(event)
+                if len(events) == 2:
+                    gw.drop_all()
+                    ids.append(await gw.publish("news", {"i": 3}))
+                if len(events) == 3:
+                    source.close()
+        assert [e.last_event_id for e in events] == ids[1:]
+        assert [json.loads(e.data)["id"] for e in events] == ids[1:]
+        assert {e.type for e in events} == {"message"}
+        assert source.reconnection_time == 40
+        assert source.reconnects == 1
+        assert source.last_event_id == ids[-1]
+
+
 async def test_ws_close_codes_policy() -> None:
     from clients.ws import should_reconnect
 
@@ -414,3 +450,38 @@ async def test_script_errors(kind: str) -> None:
             assert text in err, (args, err)
             assert err.startswith("error: "), err
             assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_client_follows_goodbye_to_restarted_gateway(kind: str) -> None:
+    """Server shutdown: goodbye (WS close 1001), the client keeps retrying and resumes."""
+    controls: list[dict[str, Any]] = []
+    received: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def consume(client: Any) -> None:
+        async for msg in iterate(client):
+            received.put_nowait(msg)
+
+    async with start_gateway(topics=("news",), retry_ms=50) as gw1:
+        port = gw1.port
+        first = await gw1.publish("news", {"i": 0})
+        client = make_client(kind, gw1, "news", since="0-0", on_control=controls.append)
+        task = asyncio.create_task(consume(client))
+        try:
+            assert (await asyncio.wait_for(received.get(), TIMEOUT)).id == first
+        except BaseException:
+            task.cancel()
+            raise
+    try:
+        # gw1 is gone after saying goodbye; the client is retrying with backoff.
+        await wait_for(lambda: any(c["type"] == "goodbye" for c in controls), what="goodbye")
+        assert not task.done()
+        async with start_gateway(topics=("news",), port=port, retry_ms=50) as gw2:
+            restarted = await gw2.publish("news", {"i": 1})
+            msg = await asyncio.wait_for(received.get(), TIMEOUT)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert msg.id == restarted and msg.data == {"i": 1}
+    assert client.stats.reconnects >= 1
