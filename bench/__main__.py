@@ -1,0 +1,173 @@
+"""``python -m bench``: streamgate against the tutorial baseline, same run, back to back.
+
+    python -m bench            full mode, for BENCHMARKS.md (about 15 minutes)
+    python -m bench --quick    under a minute: ratios only, exits 1 on a collapse
+
+Everything runs on 127.0.0.1; every process started here is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+from . import report
+from .common import REPO, raise_nofile
+from .run import (
+    Config,
+    measure_floor,
+    measure_memory,
+    measure_slow_reader,
+    run_matrix,
+)
+from .servers import KINDS, gateway_kind
+
+QUICK_FLOORS = {"single": 1.5, "burst": 4.0}
+"""Quick mode fails below these ratios (streamgate / baseline deliveries per second).
+
+Measured here they are far higher (see BENCHMARKS.md); the floors only catch a
+collapse, such as a flush per message or a per-subscriber encode sneaking back.
+"""
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import aiohttp
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "loadavg_before": os.getloadavg(),
+        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+
+
+def quick(args: argparse.Namespace) -> int:
+    cfg = Config(ns=(100,), latency_ns=(), warmup=0.4, window=1.0)
+    kinds = [gateway_kind(0.0), KINDS["baseline"]]
+    rows = run_matrix(kinds, tuple(args.transports), cfg, _log)
+    failures = []
+    for row in rows:
+        if row["dropped_connections"] or row["publish_errors"]:
+            failures.append(
+                f"{row['label']} {row['transport']} {row['mode']}: "
+                f"{row['dropped_connections']} dropped, {row['publish_errors']} publish errors"
+            )
+    print("\nratio streamgate / baseline, deliveries per second at N=100:")
+    for t in args.transports:
+        for mode, floor in QUICK_FLOORS.items():
+            g = report._find(rows, server="gateway", transport=t, mode=mode)
+            b = report._find(rows, server="baseline", transport=t, mode=mode)
+            x = report.ratio(g and g["deliveries_per_s"], b and b["deliveries_per_s"])
+            ok = x is not None and x >= floor
+            print(f"  {t:<8} {mode:<7} {x or 0:6.1f}×  (floor {floor}×)  {'ok' if ok else 'FAIL'}")
+            if not ok:
+                failures.append(f"{t} {mode}: {x}× < {floor}×")
+    if args.json:
+        _write_json(args.json, {"mode": "quick", "rows": rows})
+    if failures:
+        print("bench --quick FAILED:\n  " + "\n  ".join(failures))
+        return 1
+    print("bench --quick: ok")
+    return 0
+
+
+def full(args: argparse.Namespace) -> int:
+    info = machine()
+    _log(f"machine: {info}")
+    cfg = Config()
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    scenarios = set(args.only or ["floor", "fanout", "memory", "slow"])
+    if "floor" in scenarios:
+        _log("send() floor")
+        for per_send in (1, 10):
+            rows.append(measure_floor(cfg.floor_n, per_send, cfg.floor_seconds, cfg, _log))
+    if "fanout" in scenarios:
+        _log("fan-out and latency (per transport, servers back to back)")
+        kinds = [gateway_kind(0.0), gateway_kind(args.write_delay), KINDS["baseline"]]
+        if "sse" in args.transports:
+            kinds.append(KINDS["starlette"])
+        rows += run_matrix(kinds, tuple(args.transports), cfg, _log)
+    if "memory" in scenarios:
+        _log("idle connections: server RSS")
+        for t in args.transports:
+            rows.append(measure_memory(gateway_kind(0.0), t, cfg.memory_steps, _log))
+            rows.append(measure_memory(KINDS["baseline"], t, cfg.memory_steps[:2], _log))
+        if "sse" in args.transports:
+            rows.append(measure_memory(KINDS["starlette"], "sse", cfg.memory_steps[:2], _log))
+    if "slow" in scenarios:
+        _log("per-connection stream, slow reader: server RSS over time")
+        rows.append(measure_slow_reader(gateway_kind(0.0), cfg.slow_seconds, _log))
+        rows.append(measure_slow_reader(KINDS["baseline"], cfg.slow_seconds, _log))
+    info["loadavg_after"] = os.getloadavg()
+    info["minutes"] = round((time.monotonic() - started) / 60, 1)
+    info["command"] = "python -m bench " + " ".join(sys.argv[1:])
+    text = report.markdown(rows)
+    print("\n" + text)
+    if args.json:
+        _write_json(args.json, {"mode": "full", "machine": info, "config": vars(cfg), "rows": rows})
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text)
+    if args.plot:
+        report.latency_plot(rows, args.plot)
+    return 0
+
+
+def _write_json(path: str, obj: dict[str, Any]) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, default=str)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="under a minute, ratios only")
+    parser.add_argument(
+        "--transports",
+        nargs="+",
+        default=["chunked", "sse", "ws"],
+        choices=["chunked", "sse", "ws"],
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=["floor", "fanout", "memory", "slow"], help="full mode: subset"
+    )
+    parser.add_argument(
+        "--write-delay",
+        type=float,
+        default=0.002,
+        help="the gateway's coalescing window measured next to the default 0 (seconds)",
+    )
+    parser.add_argument("--json", help="write every row (and histograms) to this file")
+    parser.add_argument("--markdown", help="write the tables to this file")
+    parser.add_argument(
+        "--plot", default=None, help="latency CDF PNG (full mode), e.g. docs/latency.png"
+    )
+    args = parser.parse_args(argv)
+    raise_nofile()
+    os.chdir(REPO)
+    return quick(args) if args.quick else full(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

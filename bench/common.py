@@ -1,0 +1,100 @@
+"""What every part of the harness shares: /proc readers, ports, file limits, the payload.
+
+Everything here talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import time
+from dataclasses import dataclass
+
+__all__ = [
+    "HOST",
+    "PATTERN",
+    "REPO",
+    "TICK",
+    "ProcSample",
+    "free_port",
+    "machine_busy",
+    "proc_cpu",
+    "proc_rss_kib",
+    "publish_body",
+    "raise_nofile",
+]
+
+HOST = "127.0.0.1"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICK = os.sysconf("SC_CLK_TCK")
+
+PATTERN = b'"t0":'
+"""Once per message on every transport: the bench's publish time, the only data key."""
+
+
+def publish_body() -> bytes:
+    """One message's data: ``{"t0": <publish time, epoch ms>}`` (the message is ~100 bytes)."""
+    return b'{"t0":%.3f}' % (time.time() * 1000.0)
+
+
+def raise_nofile() -> int:
+    """Raise the soft file limit to the hard one, as a real deployment would."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def proc_rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat", "rb") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / TICK
+
+
+@dataclass(frozen=True, slots=True)
+class ProcSample:
+    """Wall time and CPU seconds of a set of processes at one instant."""
+
+    wall: float
+    cpu: dict[int, float]
+
+    @classmethod
+    def take(cls, pids: list[int]) -> ProcSample:
+        return cls(time.monotonic(), {pid: proc_cpu(pid) for pid in pids})
+
+    def cpu_since(self, earlier: ProcSample, pids: list[int]) -> float:
+        return sum(self.cpu.get(p, 0.0) - earlier.cpu.get(p, 0.0) for p in pids)

@@ -1,0 +1,314 @@
+"""Tables (Markdown), target checks and the latency plot from a run's rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["check_targets", "latency_plot", "markdown", "ratio"]
+
+Row = dict[str, Any]
+BASELINE = "baseline"
+PEER = "starlette"
+
+
+def _find(rows: Iterable[Row], **keys: Any) -> Row | None:
+    for r in rows:
+        if all(r.get(k) == v for k, v in keys.items()):
+            return r
+    return None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or not b:
+        return None
+    return a / b
+
+
+def _num(x: float | None, fmt: str = ",.0f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def _x(x: float | None) -> str:
+    return "—" if x is None else f"**{x:.1f}×**"
+
+
+def _gateways(rows: list[Row]) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for r in rows:
+        if r["server"].startswith("gateway"):
+            seen.setdefault(r["server"], r["label"])
+    return list(seen.items())
+
+
+def fanout_table(rows: list[Row]) -> str:
+    fan = [r for r in rows if r["scenario"] == "fanout"]
+    gws = _gateways(fan)
+    head = ["transport", "N", "publish", "baseline deliv/s (µs/deliv)"]
+    for _, label in gws:
+        head += [f"{label} deliv/s (µs/deliv)", "× baseline"]
+    head.append("limited by (server CPU)")
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = sorted(
+        {(r["transport"], r["n"], r["mode"]) for r in fan},
+        key=lambda k: (("chunked", "sse", "ws").index(k[0]), k[1], k[2] != "single"),
+    )
+    for transport, n, mode in keys:
+        base = _find(fan, server=BASELINE, transport=transport, n=n, mode=mode)
+        publish = "1 msg/POST" if mode == "single" else "batch POST"
+        cells = [transport, str(n), publish]
+        cells.append(_cell(base))
+        limit = []
+        for name, _ in gws:
+            r = _find(fan, server=name, transport=transport, n=n, mode=mode)
+            cells.append(_cell(r))
+            cells.append(_x(ratio(r and r["deliveries_per_s"], base and base["deliveries_per_s"])))
+            if r:
+                limit.append(f"{r['limited_by']} ({r['server_cpu']:.0%})")
+        if base:
+            limit.append(f"baseline: {base['limited_by']} ({base['server_cpu']:.0%})")
+        cells.append("; ".join(limit))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _cell(r: Row | None) -> str:
+    if r is None:
+        return "—"
+    text = f"{r['deliveries_per_s']:,.0f} ({_num(r['server_us_per_delivery'], '.2f')})"
+    if r.get("dropped_connections"):
+        text += f" ⚠ {r['dropped_connections']} dropped"
+    return text
+
+
+def sse_peer_table(rows: list[Row]) -> str:
+    fan = [r for r in rows if r["scenario"] == "fanout" and r["transport"] == "sse"]
+    gws = _gateways(fan)
+    head = ["N", "publish", "sse-starlette deliv/s (µs/deliv)"]
+    for _, label in gws:
+        head += [f"{label}", "× sse-starlette"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = sorted({(r["n"], r["mode"]) for r in fan}, key=lambda k: (k[0], k[1] != "single"))
+    for n, mode in keys:
+        peer = _find(fan, server=PEER, n=n, mode=mode)
+        if peer is None:
+            continue
+        cells = [str(n), "1 msg/POST" if mode == "single" else "batch POST", _cell(peer)]
+        for name, _ in gws:
+            r = _find(fan, server=name, n=n, mode=mode)
+            cells += [_cell(r), _x(ratio(r and r["deliveries_per_s"], peer["deliveries_per_s"]))]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def latency_table(rows: list[Row]) -> str:
+    lat = [r for r in rows if r["scenario"] == "latency"]
+    out = [
+        "| transport | N | server | p50 ms | p99 ms | max ms | received/expected |"
+        " p50 vs baseline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = {"chunked": 0, "sse": 1, "ws": 2}
+    for r in sorted(lat, key=lambda r: (order[r["transport"]], r["n"])):
+        base = _find(lat, server=BASELINE, transport=r["transport"], n=r["n"])
+        rel = ratio(base and base["p50_ms"], r["p50_ms"]) if r["server"] != BASELINE else None
+        out.append(
+            f"| {r['transport']} | {r['n']} | {r['label']} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['received']:,}/{r['expected']:,} | "
+            + ("—" if rel is None else f"{rel:.1f}× lower")
+            + " |"
+        )
+    return "\n".join(out)
+
+
+def memory_table(rows: list[Row]) -> str:
+    mem = [r for r in rows if r["scenario"] == "memory"]
+    steps = sorted({p["connections"] for r in mem for p in r["points"]})
+    head = ["server", "transport", "RSS idle (MiB)"] + [f"KiB/conn @ {s:,}" for s in steps]
+    head.append("most held in one process")
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in mem:
+        cells = [r["label"], r["transport"], f"{r['rss0_kib'] / 1024:.1f}"]
+        by = {p["connections"]: p for p in r["points"]}
+        for s in steps:
+            p = by.get(s)
+            cells.append("—" if p is None else f"{p['kib_per_connection']:.2f}")
+        held = max((p["held_by_clients"] for p in r["points"]), default=0)
+        cells.append(f"{held:,}")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def slow_table(rows: list[Row]) -> str:
+    slow = [r for r in rows if r["scenario"] == "slow_reader"]
+    out = [
+        "| server | items read | RSS at 2 s (MiB) | max (MiB) | last (MiB) | growth (KiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in slow:
+        out.append(
+            f"| {r['label']} | {r['items_read']:,} in {r['seconds']:.0f} s | "
+            f"{r['rss_first_kib'] / 1024:.1f} | {r['rss_max_kib'] / 1024:.1f} | "
+            f"{r['rss_last_kib'] / 1024:.1f} | {r['growth_kib']:+,} |"
+        )
+    return "\n".join(out)
+
+
+def floor_table(rows: list[Row]) -> str:
+    fl = [r for r in rows if r["scenario"] == "floor"]
+    out = [
+        "| N sockets | messages per send() | deliveries/s | µs CPU per send() | µs per delivery |",
+        "|---|---|---|---|---|",
+    ]
+    for r in fl:
+        out.append(
+            f"| {r['n']} | {r['per_send']} | {r['deliveries_per_s']:,.0f} | "
+            f"{_num(r['us_per_send_call'], '.2f')} | {_num(r['us_per_delivery'], '.2f')} |"
+        )
+    return "\n".join(out)
+
+
+def check_targets(rows: list[Row]) -> list[tuple[str, bool | None, str]]:
+    """The issue's targets: (what, met?, the numbers)."""
+    out: list[tuple[str, bool | None, str]] = []
+    fan = [r for r in rows if r["scenario"] == "fanout"]
+    gws = [name for name, _ in _gateways(rows)]
+    # 1. N=1000 one message per POST: >= 4x the baseline on every transport.
+    for t in ("chunked", "sse", "ws"):
+        base = _find(fan, server=BASELINE, transport=t, n=1000, mode="single")
+        best = [
+            (name, r)
+            for name in gws
+            if (r := _find(fan, server=name, transport=t, n=1000, mode="single"))
+        ]
+        if base and best:
+            _, r = max(best, key=lambda nr: nr[1]["deliveries_per_s"])
+            x = r["deliveries_per_s"] / base["deliveries_per_s"]
+            out.append(
+                (
+                    f"fan-out N=1000, 1 msg/POST, {t}: ≥ 4× baseline",
+                    x >= 4,
+                    f"{x:.1f}× ({r['label']}: {r['deliveries_per_s']:,.0f} vs "
+                    f"{base['deliveries_per_s']:,.0f}/s)",
+                )
+            )
+    # 2. bursts: >= 1,000,000 deliveries/s at N=1000.
+    for t in ("chunked", "sse", "ws"):
+        cands = [
+            r for name in gws if (r := _find(fan, server=name, transport=t, n=1000, mode="burst"))
+        ]
+        if cands:
+            r = max(cands, key=lambda r: r["deliveries_per_s"])
+            out.append(
+                (
+                    f"bursts N=1000, {t}: ≥ 1,000,000 deliveries/s",
+                    r["deliveries_per_s"] >= 1e6,
+                    f"{r['deliveries_per_s']:,.0f}/s ({r['label']})",
+                )
+            )
+    # 3. latency at N=1000, 100 msg/s: p50 <= 5 ms, p99 <= 15 ms.
+    for r in rows:
+        if r["scenario"] == "latency" and r["n"] == 1000 and r["server"] in gws:
+            out.append(
+                (
+                    f"latency N=1000 {r['transport']} ({r['label']}): p50 ≤ 5 ms, p99 ≤ 15 ms",
+                    r["p50_ms"] <= 5 and r["p99_ms"] <= 15,
+                    f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms",
+                )
+            )
+    # 4. memory: <= 14 KiB per idle connection, 10,000 held by one process.
+    for r in rows:
+        if r["scenario"] == "memory" and r["server"] in gws:
+            worst = max((p["kib_per_connection"] for p in r["points"]), default=0.0)
+            held = max((p["held_by_clients"] for p in r["points"]), default=0)
+            out.append(
+                (
+                    f"memory {r['transport']}: ≤ 14 KiB per idle connection, 10,000 held",
+                    worst <= 14 and held >= 10_000,
+                    f"worst {worst:.2f} KiB/conn, {held:,} held",
+                )
+            )
+    # 5. SSE >= 3x sse-starlette, same N.
+    for r in fan:
+        if r["server"] == PEER:
+            cands = [
+                g
+                for name in gws
+                if (g := _find(fan, server=name, transport="sse", n=r["n"], mode=r["mode"]))
+            ]
+            if cands:
+                g = max(cands, key=lambda g: g["deliveries_per_s"])
+                x = g["deliveries_per_s"] / r["deliveries_per_s"]
+                out.append(
+                    (
+                        f"SSE N={r['n']} {r['mode']}: ≥ 3× sse-starlette",
+                        x >= 3,
+                        f"{x:.1f}× ({g['deliveries_per_s']:,.0f} vs "
+                        f"{r['deliveries_per_s']:,.0f}/s)",
+                    )
+                )
+    return out
+
+
+def targets_table(rows: list[Row]) -> str:
+    out = ["| target | met | measured |", "|---|---|---|"]
+    for what, met, numbers in check_targets(rows):
+        out.append(f"| {what} | {'yes' if met else 'NO'} | {numbers} |")
+    return "\n".join(out)
+
+
+def markdown(rows: list[Row]) -> str:
+    parts = []
+    for title, fn in (
+        ("Targets", targets_table),
+        ("Fan-out", fanout_table),
+        ("SSE against sse-starlette", sse_peer_table),
+        ("Latency", latency_table),
+        ("Idle memory", memory_table),
+        ("Slow reader", slow_table),
+        ("send() floor", floor_table),
+    ):
+        body = fn(rows)
+        if body.count("\n") >= 2:
+            parts.append(f"### {title}\n\n{body}\n")
+    return "\n".join(parts)
+
+
+def latency_plot(rows: list[Row], path: str, n: int = 1000) -> None:
+    """CDF of publish -> receipt latency per transport at ``n`` subscribers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lat = [r for r in rows if r["scenario"] == "latency" and r["n"] == n]
+    transports = [t for t in ("chunked", "sse", "ws") if any(r["transport"] == t for r in lat)]
+    if not transports:
+        return
+    fig, axes = plt.subplots(1, len(transports), figsize=(3.6 * len(transports), 3.0), dpi=80)
+    if len(transports) == 1:
+        axes = [axes]
+    for ax, t in zip(axes, transports, strict=True):
+        for r in lat:
+            if r["transport"] != t:
+                continue
+            hist = sorted((int(k), v) for k, v in r["hist"].items())
+            total = sum(v for _, v in hist) or 1
+            xs, ys, seen = [], [], 0
+            for bucket, count in hist:
+                seen += count
+                xs.append(max(0.01, (bucket + 1) / 100.0))
+                ys.append(seen / total)
+            ax.step(xs, ys, where="post", label=r["label"], linewidth=1.2)
+        ax.set_xscale("log")
+        ax.set_title(f"{t}, N={n}, 100 msg/s", fontsize=9)
+        ax.set_xlabel("publish → receipt (ms)", fontsize=8)
+        ax.axvline(5, color="grey", linestyle=":", linewidth=0.8)
+        ax.axvline(15, color="grey", linestyle="--", linewidth=0.8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="both", alpha=0.2)
+    axes[0].set_ylabel("fraction of deliveries", fontsize=8)
+    axes[0].legend(fontsize=6.5, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

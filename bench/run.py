@@ -1,0 +1,556 @@
+"""The scenarios: fan-out, latency, idle memory, slow reader, the send() floor.
+
+The coordinator (this process) starts each server as its own process, the
+subscribers and publishers in worker processes, samples counters, CPU
+(/proc/PID/stat) and RSS, and stops everything it started, by pid, in
+``finally`` blocks. Every loop here and in the workers has a count and a
+deadline.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from . import load
+from .common import HOST, ProcSample, machine_busy, raise_nofile
+from .floor import floor_main
+from .servers import Server, ServerKind
+
+__all__ = [
+    "Config",
+    "Fleet",
+    "measure_fanout",
+    "measure_floor",
+    "measure_latency",
+    "measure_memory",
+    "measure_slow_reader",
+    "run_matrix",
+]
+
+CTX = mp.get_context("fork")
+Row = dict[str, Any]
+Log = Callable[[str], None]
+
+
+@dataclass
+class Config:
+    """Knobs of one run (``--quick`` shrinks them)."""
+
+    ns: tuple[int, ...] = (1, 100, 1000)
+    latency_ns: tuple[int, ...] = (100, 1000)
+    modes: tuple[str, ...] = ("single", "burst")
+    warmup: float = 1.0
+    window: float = 3.0
+    single_pub_procs: int = 2
+    single_pub_conns: int = 4
+    """Publishers POSTing one message per request: procs x conns, closed loop."""
+    burst_size: int = 100
+    burst_conns: int = 2
+    latency_rate: float = 100.0
+    latency_seconds: float = 8.0
+    memory_steps: tuple[int, ...] = (1000, 5000, 10000)
+    slow_seconds: float = 20.0
+    floor_n: int = 1000
+    floor_seconds: float = 3.0
+    sub_workers: int = 4
+
+
+@dataclass
+class Fleet:
+    """Worker processes sharing one counter array; stopped by pid."""
+
+    procs: list[BaseProcess] = field(default_factory=list)
+    counters: Any = None
+    stop_event: Any = None
+    results: Any = None
+    ctrl: Any = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def total(self, slot: int) -> int:
+        return sum(self.counters[i * load.SLOTS + slot] for i in range(len(self.procs)))
+
+    def alive(self) -> bool:
+        return any(p.is_alive() for p in self.procs)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.stop_event is not None:
+            self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+                p.join(2.0)
+
+
+def _split(total: int, parts: int) -> list[int]:
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def start_subscribers(
+    port: int, transport: str, path: str, n: int, workers: int, *, mode: str, lifetime: float
+) -> Fleet:
+    shares = _split(n, workers)
+    fleet = Fleet(
+        counters=CTX.Array("q", len(shares) * load.SLOTS, lock=False),
+        stop_event=CTX.Event(),
+        results=CTX.Queue(),
+        ctrl=CTX.Value("i", 0, lock=False),
+    )
+    deadline = time.monotonic() + lifetime
+    for i, conns in enumerate(shares):
+        cfg = load.SubConfig(port, transport, path, conns, mode=mode, deadline=deadline)
+        p = CTX.Process(
+            target=load.subscriber_main,
+            args=(cfg, fleet.counters, i, fleet.stop_event, fleet.results, fleet.ctrl),
+            daemon=True,
+        )
+        p.start()
+        fleet.procs.append(p)
+    return fleet
+
+
+def start_publishers(cfgs: list[load.PubConfig]) -> Fleet:
+    fleet = Fleet(
+        counters=CTX.Array("q", len(cfgs) * load.SLOTS, lock=False), stop_event=CTX.Event()
+    )
+    for i, cfg in enumerate(cfgs):
+        p = CTX.Process(
+            target=load.publisher_main, args=(cfg, fleet.counters, i, fleet.stop_event), daemon=True
+        )
+        p.start()
+        fleet.procs.append(p)
+    return fleet
+
+
+def wait_connected(fleet: Fleet, n: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = fleet.total(load.C_CONNECTED)
+        if got >= n or got + fleet.total(load.C_FAILED) >= n:
+            return got
+        time.sleep(0.05)
+    return fleet.total(load.C_CONNECTED)
+
+
+def wait_quiet(fleet: Fleet, slot: int, quiet: float = 0.3, timeout: float = 5.0) -> None:
+    """Wait until a counter stops moving (the backlog has drained)."""
+    deadline = time.monotonic() + timeout
+    last, since = fleet.total(slot), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = fleet.total(slot)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+
+
+def _stream_path(transport: str) -> str:
+    return f"/{transport}/bench"
+
+
+def _workers_for(n: int, cfg: Config) -> int:
+    return 1 if n <= 10 else min(cfg.sub_workers, 2 if n <= 100 else cfg.sub_workers)
+
+
+def _limiter(server_cpu: float, client_cpu: float, pub_cpu: float) -> str:
+    """Which side bounded a throughput figure (2 cores: the server can use one)."""
+    if server_cpu >= 0.85:
+        return "server"
+    if server_cpu + client_cpu + pub_cpu >= 1.8:
+        return "machine"
+    if pub_cpu >= 0.85:
+        return "publishers"
+    if client_cpu >= 0.85:
+        return "clients"
+    return "round trips"
+
+
+def measure_fanout(
+    server: Server, subs: Fleet, transport: str, n: int, mode: str, cfg: Config
+) -> Row:
+    """Deliveries/s with publishers as fast as the server answers them."""
+    now = time.monotonic()
+    deadline = now + cfg.warmup + cfg.window + 30.0
+    port = server.port
+    if mode == "single":
+        pubs = start_publishers(
+            [
+                load.PubConfig(port, "/topics/bench", cfg.single_pub_conns, deadline=deadline)
+                for _ in range(cfg.single_pub_procs)
+            ]
+        )
+    else:
+        pubs = start_publishers(
+            [
+                load.PubConfig(
+                    port,
+                    "/topics/bench/batch",
+                    cfg.burst_conns,
+                    batch=cfg.burst_size,
+                    deadline=deadline,
+                )
+            ]
+        )
+    try:
+        time.sleep(cfg.warmup)
+        pids = [server.pid, *subs.pids, *pubs.pids]
+        d0, m0, c0 = (
+            subs.total(load.C_DELIVERED),
+            pubs.total(load.C_MESSAGES),
+            subs.total(load.C_CLOSED),
+        )
+        s0 = ProcSample.take(pids)
+        m_0 = machine_busy()
+        time.sleep(cfg.window)
+        m_1 = machine_busy()
+        s1 = ProcSample.take(pids)
+        d1, m1, c1 = (
+            subs.total(load.C_DELIVERED),
+            pubs.total(load.C_MESSAGES),
+            subs.total(load.C_CLOSED),
+        )
+        failed = pubs.total(load.C_FAILED)
+    finally:
+        pubs.stop()
+    wall = s1.wall - s0.wall
+    delivered = d1 - d0
+    server_cpu = s1.cpu_since(s0, [server.pid]) / wall
+    client_cpu = s1.cpu_since(s0, subs.pids) / wall
+    pub_cpu = s1.cpu_since(s0, pubs.pids) / wall
+    return {
+        "scenario": "fanout",
+        "server": server.kind.name,
+        "label": server.kind.label,
+        "transport": transport,
+        "n": n,
+        "mode": mode,
+        "deliveries_per_s": delivered / wall,
+        "published_per_s": (m1 - m0) / wall,
+        "server_us_per_delivery": server_cpu * wall * 1e6 / delivered if delivered else None,
+        "server_cpu": server_cpu,
+        "client_cpu": client_cpu,
+        "publisher_cpu": pub_cpu,
+        "limited_by": _limiter(server_cpu, client_cpu, pub_cpu),
+        "other_cpu": max(0.0, (m_1 - m_0) / wall - server_cpu - client_cpu - pub_cpu),
+        "dropped_connections": c1 - c0,
+        "publish_errors": failed,
+    }
+
+
+def _percentile(hist: Counter[int], total: int, q: float) -> float:
+    target = math.ceil(total * q)
+    seen = 0
+    for bucket in sorted(hist):
+        seen += hist[bucket]
+        if seen >= target:
+            return (bucket + 0.5) / load.LAT_BUCKET
+    return 0.0
+
+
+def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Config) -> Row:
+    """Publish -> receipt at a steady rate; every delivery is timed."""
+    count = int(cfg.latency_rate * cfg.latency_seconds)
+    d0 = subs.total(load.C_DELIVERED)
+    s0 = ProcSample.take([server.pid, *subs.pids])
+    subs.ctrl.value = load.LAT_ON
+    time.sleep(0.2)  # every worker has seen the switch
+    pubs = start_publishers(
+        [
+            load.PubConfig(
+                server.port,
+                "/topics/bench",
+                1,
+                rate=cfg.latency_rate,
+                max_requests=count,
+                deadline=time.monotonic() + cfg.latency_seconds + 10.0,
+            )
+        ]
+    )
+    try:
+        for p in pubs.procs:
+            p.join(cfg.latency_seconds + 12.0)
+        published = pubs.total(load.C_MESSAGES)
+    finally:
+        pubs.stop()
+    wait_quiet(subs, load.C_DELIVERED, quiet=0.5)
+    s1 = ProcSample.take([server.pid, *subs.pids])
+    subs.ctrl.value = load.LAT_DUMP
+    hist: Counter[int] = Counter()
+    lat_max = 0.0
+    for _ in subs.procs:
+        _slot, part, part_max = subs.results.get(timeout=10.0)
+        hist.update(part)
+        lat_max = max(lat_max, part_max)
+    subs.ctrl.value = load.LAT_OFF
+    total = sum(hist.values())
+    wall = s1.wall - s0.wall
+    return {
+        "scenario": "latency",
+        "server": server.kind.name,
+        "label": server.kind.label,
+        "transport": transport,
+        "n": n,
+        "rate": cfg.latency_rate,
+        "published": published,
+        "expected": published * n,
+        "received": subs.total(load.C_DELIVERED) - d0,
+        "timed": total,
+        "p50_ms": _percentile(hist, total, 0.50),
+        "p99_ms": _percentile(hist, total, 0.99),
+        "max_ms": lat_max,
+        "server_cpu": s1.cpu_since(s0, [server.pid]) / wall,
+        "client_cpu": s1.cpu_since(s0, subs.pids) / wall,
+        "hist": {str(k): v for k, v in sorted(hist.items())},
+    }
+
+
+def wait_server_idle(server: Server, timeout: float = 20.0) -> None:
+    """Wait until the server stops burning CPU (backlogs written or dropped)."""
+    deadline = time.monotonic() + timeout
+    last = server.cpu()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = server.cpu()
+        if now - last < 0.3 * 0.1:
+            return
+        last = now
+
+
+def _phase(server: Server, transport: str, n: int, phase: str, cfg: Config, log: Log) -> Row:
+    """One figure with a fresh set of subscribers (no backlog from the last one)."""
+    subs = start_subscribers(
+        server.port,
+        transport,
+        _stream_path(transport),
+        n,
+        _workers_for(n, cfg),
+        mode="count",
+        lifetime=120.0,
+    )
+    try:
+        got = wait_connected(subs, n, 60.0)
+        if got < n:
+            raise RuntimeError(
+                f"{server.kind.name}/{transport}: {got} of {n} subscribers connected"
+            )
+        time.sleep(0.3)
+        if phase == "latency":
+            row = measure_latency(server, subs, transport, n, cfg)
+            log(_fmt_latency(row))
+        else:
+            row = measure_fanout(server, subs, transport, n, phase, cfg)
+            log(_fmt_fanout(row))
+        return row
+    finally:
+        subs.stop()
+        wait_server_idle(server)
+
+
+def run_matrix(
+    kinds: list[ServerKind], transports: tuple[str, ...], cfg: Config, log: Log
+) -> list[Row]:
+    """Per transport, each server back to back: fan-out at every N, then latency."""
+    rows: list[Row] = []
+    for transport in transports:
+        for kind in kinds:
+            if transport not in kind.transports:
+                continue
+            server = Server(kind).start()
+            try:
+                for n in cfg.ns:
+                    phases = list(cfg.modes)
+                    if n in cfg.latency_ns:
+                        phases.insert(0, "latency")
+                    for phase in phases:
+                        rows.append(_phase(server, transport, n, phase, cfg, log))
+            finally:
+                server.stop()
+    return rows
+
+
+def _fmt_fanout(r: Row) -> str:
+    us = r["server_us_per_delivery"]
+    return (
+        f"  fanout  {r['label']:<24} {r['transport']:<7} N={r['n']:<5} {r['mode']:<6} "
+        f"{r['deliveries_per_s']:>11,.0f} deliv/s  {r['published_per_s']:>8,.0f} msg/s  "
+        f"{(us or 0):6.2f} us/deliv  cpu srv {r['server_cpu']:.0%} cli {r['client_cpu']:.0%} "
+        f"pub {r['publisher_cpu']:.0%} other {r['other_cpu']:.0%} [{r['limited_by']}]"
+        + (f" DROPPED {r['dropped_connections']}" if r["dropped_connections"] else "")
+    )
+
+
+def _fmt_latency(r: Row) -> str:
+    return (
+        f"  latency {r['label']:<24} {r['transport']:<7} N={r['n']:<5} "
+        f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.1f} ms  "
+        f"received {r['received']}/{r['expected']}  cpu srv {r['server_cpu']:.0%} "
+        f"cli {r['client_cpu']:.0%}"
+    )
+
+
+def measure_memory(kind: ServerKind, transport: str, steps: tuple[int, ...], log: Log) -> Row:
+    """Server RSS with idle streams open, step by step to ``steps[-1]`` connections."""
+    server = Server(kind).start()
+    fleets: list[Fleet] = []
+    path = _stream_path(transport)
+    points: list[dict[str, Any]] = []
+    try:
+        warm = start_subscribers(server.port, transport, path, 20, 1, mode="idle", lifetime=30)
+        wait_connected(warm, 20, 10.0)
+        warm.stop()
+        time.sleep(1.0)
+        rss0 = server.rss_kib()
+        total = 0
+        for target in steps:
+            add = target - total
+            fleet = start_subscribers(
+                server.port,
+                transport,
+                path,
+                add,
+                math.ceil(add / 2500),
+                mode="idle",
+                lifetime=240.0,
+            )
+            fleets.append(fleet)
+            wait_connected(fleet, add, 90.0)
+            total = target
+            time.sleep(1.5)
+            rss = server.rss_kib()
+            held = sum(f.total(load.C_CONNECTED) for f in fleets)
+            status, body = server.get("/healthz")
+            point = {
+                "connections": target,
+                "held_by_clients": held,
+                "server_says": body.decode(errors="replace")[:200] if status == 200 else status,
+                "rss_kib": rss,
+                "kib_per_connection": (rss - rss0) / target,
+            }
+            points.append(point)
+            log(
+                f"  memory  {kind.label:<24} {transport:<7} {target:>6} conns  "
+                f"held {held:>6}  RSS {rss / 1024:7.1f} MiB  "
+                f"{point['kib_per_connection']:.2f} KiB/conn"
+            )
+            if held < target:
+                break
+    finally:
+        for f in fleets:
+            f.stop()
+        server.stop()
+    return {
+        "scenario": "memory",
+        "server": kind.name,
+        "label": kind.label,
+        "transport": transport,
+        "rss0_kib": rss0,
+        "points": points,
+    }
+
+
+def measure_slow_reader(kind: ServerKind, seconds: float, log: Log) -> Row:
+    """``GET /chunked/count?n=1000000`` read slowly while server RSS is sampled."""
+    server = Server(kind).start()
+    counters = CTX.Array("q", load.SLOTS, lock=False)
+    reader = CTX.Process(
+        target=load.slow_reader_main,
+        args=(
+            server.port,
+            "/chunked/count?n=1000000",
+            16384,
+            0.02,
+            time.monotonic() + seconds + 5.0,
+            counters,
+        ),
+        daemon=True,
+    )
+    samples: list[tuple[float, int]] = []
+    try:
+        rss0 = server.rss_kib()
+        reader.start()
+        start = time.monotonic()
+        while time.monotonic() - start < seconds and reader.is_alive():
+            time.sleep(0.5)
+            samples.append((time.monotonic() - start, server.rss_kib()))
+        items = counters[load.C_DELIVERED]
+    finally:
+        reader.kill()
+        reader.join(2.0)
+        server.stop()
+    after = [rss for t, rss in samples if t >= 2.0] or [rss0]
+    row = {
+        "scenario": "slow_reader",
+        "server": kind.name,
+        "label": kind.label,
+        "rss0_kib": rss0,
+        "rss_first_kib": after[0],
+        "rss_max_kib": max(after),
+        "rss_last_kib": after[-1],
+        "growth_kib": after[-1] - after[0],
+        "items_read": items,
+        "seconds": seconds,
+        "samples": samples,
+    }
+    log(
+        f"  slow    {kind.label:<24} read {items:,} items in {seconds:.0f} s; RSS "
+        f"{after[0] / 1024:.1f} -> max {max(after) / 1024:.1f} -> {after[-1] / 1024:.1f} MiB"
+    )
+    return row
+
+
+def measure_floor(n: int, per_send: int, seconds: float, cfg: Config, log: Log) -> Row:
+    """The plain send() loop, same machine, same run."""
+    raise_nofile()
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen(4096)
+    port = listener.getsockname()[1]
+    results = CTX.Queue()
+    proc = CTX.Process(
+        target=floor_main, args=(listener, n, per_send, seconds, results), daemon=True
+    )
+    proc.start()
+    listener.close()
+    subs = start_subscribers(
+        port, "raw", "", n, _workers_for(n, cfg), mode="count", lifetime=seconds + 30
+    )
+    try:
+        r = results.get(timeout=seconds + 25)
+    finally:
+        proc.join(3.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(2.0)
+        subs.stop()
+    calls = r["sends"] + r["blocked"]
+    row = {
+        "scenario": "floor",
+        "n": n,
+        "per_send": per_send,
+        "us_per_send_call": r["cpu"] * 1e6 / calls if calls else None,
+        "us_per_delivery": r["cpu"] * 1e6 / (r["sends"] * per_send) if r["sends"] else None,
+        "deliveries_per_s": r["sends"] * per_send / r["wall"],
+        "blocked_fraction": r["blocked"] / calls if calls else 0.0,
+        "cpu": r["cpu"] / r["wall"],
+    }
+    log(
+        f"  floor   send() x{per_send:<3} N={n:<5} {row['deliveries_per_s']:>11,.0f} deliv/s  "
+        f"{row['us_per_send_call']:.2f} us/send()  {row['us_per_delivery']:.2f} us/deliv  "
+        f"blocked {row['blocked_fraction']:.0%}"
+    )
+    return row
