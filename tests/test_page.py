@@ -48,7 +48,7 @@ SNAPSHOT = """() => Object.fromEntries(
     Object.entries(window.streamgate.transports).map(([k, c]) => [k, {
     ids: c.ids, startId: c.startId, lastId: c.lastId, count: c.count, dups: c.dups,
     gaps: c.gaps, reconnects: c.reconnects, state: c.state, resumeOk: c.resumeOk,
-    resumeText: c.resumeText, bytes: c.bytes, missing: c.missingVsOthers(),
+    resumeText: c.resumeText, bytes: c.bytes, bad: c.bad, missing: c.missingVsOthers(),
     controls: c.controls}]))"""
 # Polled in the page (a short fetch): what GET /topics says about the ticks subscribers.
 SUBSCRIBERS_ARE_ONE = """async () => {
@@ -178,7 +178,8 @@ async def test_three_columns_receive_the_same_ids(browser: Browser) -> None:
         lists = {}
         for name, c in state.items():
             assert c["startId"] == start, name
-            assert c["dups"] == 0 and c["gaps"] == 0 and c["missing"] == [], (name, c)
+            assert c["dups"] == 0 and c["gaps"] == 0 and c["bad"] == 0, (name, c)
+            assert c["missing"] == [], (name, c)
             lists[name] = [i for i in c["ids"] if id_key(i) <= id_key(bound)]
         assert len(lists["chunked"]) >= 10
         assert lists["chunked"] == lists["ws"] == lists["sse"]
@@ -220,6 +221,69 @@ async def test_published_message_arrives_in_all_three(browser: Browser) -> None:
         await page.click("#publish-btn")
         await s.wait("() => document.querySelector('#status').dataset.kind === 'error'")
         assert await page.evaluate("window.streamgate.published.length") == 1
+        assert s.errors == []
+
+
+# Feeds an NDJSON byte stream to the page's own line splitter (the one the chunked column
+# uses) cut at every pair of positions, then one byte at a time; returns the bad cuts.
+SPLIT_EVERYWHERE = """() => {
+    const Lines = window.streamgate.NdjsonLines;
+    const lines = [
+        '{"id":"1-0","topic":"t","ts":1.5,"data":"h\u00e9llo \u2713 \ud834\udd1e"}',
+        '{"type":"gap","topic":"t","since":"0-0","first_id":null}',
+        '{"id":"1-1","topic":"t","ts":2,"data":{"k":[1,2,3]}}',
+    ];
+    const text = lines[0] + "\\n\\n" + lines[1] + "\\n\\n\\n" + lines[2] + "\\n\\n";
+    const bytes = new TextEncoder().encode(text);
+    const want = JSON.stringify(lines);
+    const run = cuts => {
+        const splitter = new Lines();
+        const out = [];
+        let prev = 0;
+        for (const cut of [...cuts, bytes.length]) {
+            out.push(...splitter.feed(bytes.subarray(prev, cut)));
+            prev = cut;
+        }
+        out.push(...splitter.end());
+        return JSON.stringify(out);
+    };
+    const bad = [];
+    let runs = 0;
+    for (let i = 0; i <= bytes.length; i++) {
+        for (let j = i; j <= bytes.length; j++) {
+            runs++;
+            if (run([i, j]) !== want) bad.push([i, j]);
+        }
+    }
+    runs++;
+    if (run([...Array(bytes.length).keys()]) !== want) bad.push("byte by byte");
+    // a last line without its newline is still delivered when the stream ends
+    const tail = new Lines();
+    const last = [...tail.feed(new TextEncoder().encode(lines[2])), ...tail.end()];
+    if (JSON.stringify(last) !== JSON.stringify([lines[2]])) bad.push("no final newline");
+    return {bad: bad.slice(0, 10), runs, multibyte: bytes.length > text.length};
+}"""
+
+
+async def test_ndjson_lines_are_reassembled_across_any_chunk_boundary(browser: Browser) -> None:
+    async with session(browser) as s:
+        result = await s.page.evaluate(SPLIT_EVERYWHERE)
+        assert result["multibyte"] is True  # cuts fall inside UTF-8 characters too
+        assert result["runs"] > 10_000
+        assert result["bad"] == []
+        # end to end: a message far larger than one network read, full of multi-byte
+        # characters, arrives whole on every transport (a broken line would not parse)
+        big = {"text": "é✓𝄞x" * 5000}
+        published = await s.gw.publish("ticks", big)
+        await s.wait(ALL_HAVE_ID, published)
+        after = await s.gw.publish("ticks", {"after": "big"})
+        await s.wait(ALL_HAVE_ID, after)
+        state = await s.page.evaluate(
+            "() => Object.values(window.streamgate.transports).map(c => [c.name, c.bad, c.bytes])"
+        )
+        for name, bad, received in state:
+            assert bad == 0, name
+            assert received > len(json.dumps(big, ensure_ascii=False).encode()), name
         assert s.errors == []
 
 

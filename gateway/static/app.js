@@ -62,6 +62,40 @@
     return s.length > n ? `${s.slice(0, n - 1)}…` : s;
   }
 
+  // NDJSON framing (PROTOCOL.md, chunked): split on "\n", never on chunk boundaries. One read
+  // may carry several lines, and a line (even one UTF-8 character) may span reads. Blank lines
+  // are heartbeats. Only the new text is searched for "\n", so a long line costs O(length).
+  class NdjsonLines {
+    constructor() {
+      this.decoder = new TextDecoder(); // stream mode keeps a split character for the next read
+      this.parts = [];
+    }
+
+    feed(bytes) {
+      const text = this.decoder.decode(bytes, { stream: true });
+      const out = [];
+      let start = 0;
+      let nl = text.indexOf("\n");
+      while (nl >= 0) {
+        this.parts.push(text.slice(start, nl));
+        const line = this.parts.join("");
+        this.parts = [];
+        if (line.trim() !== "") out.push(line);
+        start = nl + 1;
+        nl = text.indexOf("\n", start);
+      }
+      if (start < text.length) this.parts.push(text.slice(start));
+      return out;
+    }
+
+    end() {
+      this.parts.push(this.decoder.decode());
+      const rest = this.parts.join("");
+      this.parts = [];
+      return rest.trim() === "" ? [] : [rest];
+    }
+  }
+
   const page = {
     topic: null,
     startId: null, // every column starts from this id, so all three lists match
@@ -71,6 +105,7 @@
     transports: {},
     missing: (name) => page.transports[name].missingVsOthers(),
     cmpId, // exposed for tests and the console
+    NdjsonLines,
   };
   window.streamgate = page;
 
@@ -83,6 +118,7 @@
   }
   function pageError(text) {
     page.errors.push(text);
+    lastPublished = null;
     setStatus(text, "error");
   }
 
@@ -115,6 +151,7 @@
       this.gapEvents = [];
       this.controls = []; // every control event received, newest last
       this.dups = 0;
+      this.bad = 0; // frames or lines that were not a message or control event
       this.lastId = null;
       this.state = "idle";
       this.userClosed = false;
@@ -351,26 +388,17 @@
         }
         this.opened(token);
         const reader = resp.body.getReader();
-        const decoder = new TextDecoder(); // stream mode: a UTF-8 character may span chunks too
-        let buf = "";
+        const lines = new NdjsonLines();
         try {
           for (;;) {
             const { value, done } = await reader.read();
             if (!this.live(token)) return;
             if (done) break;
             this.bytes += value.byteLength;
-            buf += decoder.decode(value, { stream: true });
-            // Split on "\n", never on chunk boundaries: the last piece may be half a line.
-            const lines = buf.split("\n");
-            buf = lines.pop();
-            for (const line of lines) {
-              if (line.trim() === "") continue; // heartbeat
-              this.receive(token, line);
-            }
+            for (const line of lines.feed(value)) this.receive(token, line);
             this.dirty = true;
           }
-          buf += decoder.decode();
-          if (buf.trim() !== "") this.receive(token, buf);
+          for (const line of lines.end()) this.receive(token, line);
         } catch (e) {
           if (this.live(token)) this.finished(token, `read failed: ${e.message}`);
           return;
@@ -538,6 +566,7 @@
 
     // -- display ---------------------------------------------------------------------------------
     log(entry) {
+      if (entry.kind === "bad") this.bad += 1;
       this.pendingLog.push(entry);
       if (this.pendingLog.length > LOG_MAX) this.pendingLog.splice(0, this.pendingLog.length - LOG_MAX);
       this.dirty = true;
@@ -656,6 +685,12 @@
     setStatus(`published ${lastPublished.id} → ${parts.join(" · ")}`, all ? "ok" : "");
   }
 
+  // The status line shows the last publish until something goes wrong.
+  function publishFailed(text) {
+    lastPublished = null;
+    setStatus(text, "error");
+  }
+
   async function publish(ev) {
     ev.preventDefault();
     const input = $("#payload");
@@ -663,11 +698,11 @@
     try {
       JSON.parse(text);
     } catch (e) {
-      setStatus(`not valid JSON: ${e.message}`, "error");
+      publishFailed(`not valid JSON: ${e.message}`);
       return;
     }
     if (!page.topic) {
-      setStatus("no topic selected", "error");
+      publishFailed("no topic selected");
       return;
     }
     const btn = $("#publish-btn");
@@ -681,8 +716,7 @@
       });
       const body = await r.json().catch(() => ({}));
       if (r.status !== 201) {
-        lastPublished = null;
-        setStatus(`publish failed: HTTP ${r.status} ${body.error ?? ""} ${body.message ?? ""}`, "error");
+        publishFailed(`publish failed: HTTP ${r.status} ${body.error ?? ""} ${body.message ?? ""}`);
         return;
       }
       page.published.push(body.id);
@@ -692,8 +726,7 @@
       }
       renderPublished();
     } catch (e) {
-      lastPublished = null;
-      setStatus(`publish failed: ${e.message}`, "error");
+      publishFailed(`publish failed: ${e.message}`);
     } finally {
       btn.disabled = false;
     }
