@@ -181,6 +181,8 @@ class ChunkedClient:
     both resume with ``since=<last id>``. ``end`` (or, for ``format=json``, the
     closing ``]`` without a goodbye) ends the iteration. An HTTP 4xx, or a first
     connection that fails (with *fail_fast*), raises :class:`StreamError`.
+    *read_timeout*: seconds without a byte (heartbeats included) after which the
+    connection counts as dead and is re-opened.
     """
 
     transport = TRANSPORT

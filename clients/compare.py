@@ -274,7 +274,7 @@ def _consume_sync(run: _Run, res: TransportResult, client: SyncClient) -> None:
             # Time the message here, in the reading thread, not when the loop gets to it.
             stamp = (time.time() * 1000.0, time.perf_counter())
             run.loop.call_soon_threadsafe(_record_and_check, run, res, msg, stamp)
-        res.ended = not client._closed.is_set()
+        res.ended = not client.closed
     except Exception as exc:
         res.error = str(exc) or type(exc).__name__
     finally:

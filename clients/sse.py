@@ -264,7 +264,7 @@ class EventSource:
         headers: dict[str, str] | None = None,
         reconnection_time: int = 3000,
         jitter: float = 0.5,
-        max_delay: float = 30.0,
+        max_delay: float = 10.0,
         fail_fast: bool = True,
         max_retries: int | None = None,
         connect_timeout: float | None = 10.0,
@@ -388,9 +388,11 @@ class EventSource:
     def _delay(self, failures: int) -> float:
         base = self.reconnection_time / 1000.0
         if failures > 1:
-            # The spec allows backing off: "user agents may wait ... to avoid
-            # overloading a potentially already overloaded server".
-            base = min(self.max_delay, base * 2 ** min(failures - 1, 16))
+            # WHATWG, "reestablish the connection": "if the previous attempt failed,
+            # then user agents might introduce an exponential backoff delay to avoid
+            # overloading a potentially already overloaded server". The server's
+            # retry stays the floor.
+            base = max(base, min(self.max_delay, base * 2 ** min(failures - 1, 16)))
         return base * (1.0 + random.random() * self.jitter)
 
 
@@ -457,7 +459,9 @@ class SSEClient:
     as dicts; ``end`` (or a 204 on reconnection) ends the iteration; an
     unrecoverable failure raises :class:`StreamError`. *since* is sent as the
     initial ``Last-Event-ID``; afterwards the EventSource tracks the id itself.
-    Use ``contextlib.aclosing`` when you may leave the loop early.
+    *read_timeout*: seconds without a byte (heartbeats included) after which the
+    connection counts as dead and is re-opened. Use ``contextlib.aclosing``
+    when you may leave the loop early.
     """
 
     transport = TRANSPORT

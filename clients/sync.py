@@ -68,7 +68,8 @@ class SyncClient:
     objects; control events go to *on_control*. Reconnects after a drop with
     jittered exponential backoff (after ``goodbye``: its ``reconnect_ms``), and
     resumes with ``since=``. :meth:`close` may be called from another thread to
-    stop a blocked reader.
+    stop a blocked reader. *read_timeout*: seconds without a byte (heartbeats
+    included) after which the connection counts as dead and is re-opened.
     """
 
     transport = TRANSPORT
@@ -114,6 +115,11 @@ class SyncClient:
         if self.limit is not None:
             query["limit"] = str(max(1, self.limit - self.stats.messages))
         return urllib.parse.urlunsplit(self._parts._replace(query=urllib.parse.urlencode(query)))
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed.is_set()
 
     def close(self) -> None:
         """Stop, from any thread: the blocked read is woken by shutting the socket down."""
