@@ -76,9 +76,9 @@ def quick(args: argparse.Namespace) -> int:
     print("\nratio streamgate / baseline, deliveries per second at N=100:")
     for t in args.transports:
         for mode, floor in QUICK_FLOORS.items():
-            g = report._find(rows, server="gateway", transport=t, mode=mode)
-            b = report._find(rows, server="baseline", transport=t, mode=mode)
-            x = report.ratio(g and g["deliveries_per_s"], b and b["deliveries_per_s"])
+            g = report.find(rows, server="gateway", transport=t, mode=mode)
+            b = report.find(rows, server="baseline", transport=t, mode=mode)
+            x = report.ratio(report.rate(g), report.rate(b))
             ok = x is not None and x >= floor
             print(f"  {t:<8} {mode:<7} {x or 0:6.1f}×  (floor {floor}×)  {'ok' if ok else 'FAIL'}")
             if not ok:

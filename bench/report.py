@@ -5,18 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["check_targets", "latency_plot", "markdown", "ratio"]
+__all__ = ["check_targets", "find", "latency_plot", "markdown", "rate", "ratio"]
 
 Row = dict[str, Any]
 BASELINE = "baseline"
 PEER = "starlette"
 
 
-def _find(rows: Iterable[Row], **keys: Any) -> Row | None:
+def find(rows: Iterable[Row], **keys: Any) -> Row | None:
     for r in rows:
         if all(r.get(k) == v for k, v in keys.items()):
             return r
     return None
+
+
+def rate(r: Row | None) -> float | None:
+    """Deliveries per second of a fan-out row (``None`` when it is missing)."""
+    return None if r is None else float(r["deliveries_per_s"])
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -54,15 +59,15 @@ def fanout_table(rows: list[Row]) -> str:
         key=lambda k: (("chunked", "sse", "ws").index(k[0]), k[1], k[2] != "single"),
     )
     for transport, n, mode in keys:
-        base = _find(fan, server=BASELINE, transport=transport, n=n, mode=mode)
+        base = find(fan, server=BASELINE, transport=transport, n=n, mode=mode)
         publish = "1 msg/POST" if mode == "single" else "batch POST"
         cells = [transport, str(n), publish]
         cells.append(_cell(base))
         limit = []
         for name, _ in gws:
-            r = _find(fan, server=name, transport=transport, n=n, mode=mode)
+            r = find(fan, server=name, transport=transport, n=n, mode=mode)
             cells.append(_cell(r))
-            cells.append(_x(ratio(r and r["deliveries_per_s"], base and base["deliveries_per_s"])))
+            cells.append(_x(ratio(rate(r), rate(base))))
             if r:
                 limit.append(f"{r['limited_by']} ({r['server_cpu']:.0%})")
         if base:
@@ -90,13 +95,13 @@ def sse_peer_table(rows: list[Row]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = sorted({(r["n"], r["mode"]) for r in fan}, key=lambda k: (k[0], k[1] != "single"))
     for n, mode in keys:
-        peer = _find(fan, server=PEER, n=n, mode=mode)
+        peer = find(fan, server=PEER, n=n, mode=mode)
         if peer is None:
             continue
         cells = [str(n), "1 msg/POST" if mode == "single" else "batch POST", _cell(peer)]
         for name, _ in gws:
-            r = _find(fan, server=name, n=n, mode=mode)
-            cells += [_cell(r), _x(ratio(r and r["deliveries_per_s"], peer["deliveries_per_s"]))]
+            r = find(fan, server=name, n=n, mode=mode)
+            cells += [_cell(r), _x(ratio(rate(r), rate(peer)))]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -110,8 +115,10 @@ def latency_table(rows: list[Row]) -> str:
     ]
     order = {"chunked": 0, "sse": 1, "ws": 2}
     for r in sorted(lat, key=lambda r: (order[r["transport"]], r["n"])):
-        base = _find(lat, server=BASELINE, transport=r["transport"], n=r["n"])
-        rel = ratio(base and base["p50_ms"], r["p50_ms"]) if r["server"] != BASELINE else None
+        base = find(lat, server=BASELINE, transport=r["transport"], n=r["n"])
+        rel = None
+        if base is not None and r["server"] != BASELINE:
+            rel = ratio(base["p50_ms"], r["p50_ms"])
         out.append(
             f"| {r['transport']} | {r['n']} | {r['label']} | {r['p50_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['received']:,}/{r['expected']:,} | "
@@ -175,11 +182,11 @@ def check_targets(rows: list[Row]) -> list[tuple[str, bool | None, str]]:
     gws = [name for name, _ in _gateways(rows)]
     # 1. N=1000 one message per POST: >= 4x the baseline on every transport.
     for t in ("chunked", "sse", "ws"):
-        base = _find(fan, server=BASELINE, transport=t, n=1000, mode="single")
+        base = find(fan, server=BASELINE, transport=t, n=1000, mode="single")
         best = [
             (name, r)
             for name in gws
-            if (r := _find(fan, server=name, transport=t, n=1000, mode="single"))
+            if (r := find(fan, server=name, transport=t, n=1000, mode="single"))
         ]
         if base and best:
             _, r = max(best, key=lambda nr: nr[1]["deliveries_per_s"])
@@ -195,7 +202,7 @@ def check_targets(rows: list[Row]) -> list[tuple[str, bool | None, str]]:
     # 2. bursts: >= 1,000,000 deliveries/s at N=1000.
     for t in ("chunked", "sse", "ws"):
         cands = [
-            r for name in gws if (r := _find(fan, server=name, transport=t, n=1000, mode="burst"))
+            r for name in gws if (r := find(fan, server=name, transport=t, n=1000, mode="burst"))
         ]
         if cands:
             r = max(cands, key=lambda r: r["deliveries_per_s"])
@@ -234,7 +241,7 @@ def check_targets(rows: list[Row]) -> list[tuple[str, bool | None, str]]:
             cands = [
                 g
                 for name in gws
-                if (g := _find(fan, server=name, transport="sse", n=r["n"], mode=r["mode"]))
+                if (g := find(fan, server=name, transport="sse", n=r["n"], mode=r["mode"]))
             ]
             if cands:
                 g = max(cands, key=lambda g: g["deliveries_per_s"])

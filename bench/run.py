@@ -55,7 +55,7 @@ class Config:
     burst_size: int = 100
     burst_conns: int = 2
     latency_rate: float = 100.0
-    latency_seconds: float = 8.0
+    latency_seconds: float = 6.0
     memory_steps: tuple[int, ...] = (1000, 5000, 10000)
     slow_seconds: float = 20.0
     floor_n: int = 1000

@@ -1,0 +1,102 @@
+"""The benchmark harness's own checks (fast; the measurement is ``python -m bench --quick``).
+
+The same load generator drives the gateway and the baseline, so both must put
+the same message JSON on the wire: compact, keys in the same order, the bench's
+``"t0":`` exactly once per message on every transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bench import report
+from bench.baseline import build_app
+from bench.common import PATTERN
+from tests.helpers import TIMEOUT, start_gateway
+
+KEYS = ["id", "topic", "ts", "data"]
+
+
+async def _first_line(session: aiohttp.ClientSession, url: str, publish: str) -> bytes:
+    async with session.get(url) as resp:
+        assert resp.status == 200
+        # Publish once the stream is open, until the first message arrives.
+        async with session.post(publish, data=b'{"t0":1763708400123.456}') as posted:
+            assert posted.status == 201
+        return await asyncio.wait_for(resp.content.readline(), TIMEOUT)
+
+
+@pytest.mark.parametrize("which", ["gateway", "baseline"])
+async def test_same_message_shape_on_chunked(which: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        if which == "gateway":
+            async with start_gateway(topics=("bench",)) as gw:
+                line = await _first_line(
+                    session, f"{gw.url}/chunked/bench", f"{gw.url}/topics/bench"
+                )
+        else:
+            server = TestServer(build_app(), host="127.0.0.1")
+            await server.start_server()
+            try:
+                url = f"http://127.0.0.1:{server.port}"
+                line = await _first_line(session, f"{url}/chunked/bench", f"{url}/topics/bench")
+            finally:
+                await server.close()
+    assert line.endswith(b"\n") and b" " not in line
+    assert line.count(PATTERN) == 1
+    obj = json.loads(line)
+    assert list(obj) == KEYS
+    assert obj["topic"] == "bench" and obj["data"] == {"t0": 1763708400123.456}
+
+
+async def test_baseline_sse_and_ws_frames() -> None:
+    server = TestServer(build_app(), host="127.0.0.1")
+    await server.start_server()
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{url}/ws/bench") as ws:
+                await asyncio.sleep(0.05)  # subscribed once the handler runs
+                async with session.post(f"{url}/topics/bench/batch", data=b'[{"t0":1.5}]') as r:
+                    assert r.status == 201
+                    assert len((await r.json())["ids"]) == 1
+                text = await asyncio.wait_for(ws.receive_str(), TIMEOUT)
+                assert list(json.loads(text)) == KEYS and text.count('"t0":') == 1
+    finally:
+        await server.close()
+
+
+def _fan(server: str, transport: str, mode: str, rate: float) -> report.Row:
+    return {
+        "scenario": "fanout",
+        "server": server,
+        "label": server,
+        "transport": transport,
+        "n": 1000,
+        "mode": mode,
+        "deliveries_per_s": rate,
+        "server_us_per_delivery": 1.0,
+        "server_cpu": 1.0,
+        "limited_by": "server",
+    }
+
+
+def test_targets_are_judged_against_the_same_run() -> None:
+    rows = [
+        _fan("baseline", "chunked", "single", 50_000),
+        _fan("gateway", "chunked", "single", 210_000),
+        _fan("gateway-wd2", "chunked", "single", 190_000),
+        _fan("gateway", "chunked", "burst", 1_200_000),
+    ]
+    verdicts = {what: met for what, met, _ in report.check_targets(rows)}
+    assert verdicts["fan-out N=1000, 1 msg/POST, chunked: ≥ 4× baseline"] is True
+    assert verdicts["bursts N=1000, chunked: ≥ 1,000,000 deliveries/s"] is True
+    rows[1]["deliveries_per_s"] = 150_000
+    verdicts = {what: met for what, met, _ in report.check_targets(rows)}
+    # The best gateway setting counts: 190,000 / 50,000 = 3.8× is short of 4×.
+    assert verdicts["fan-out N=1000, 1 msg/POST, chunked: ≥ 4× baseline"] is False
