@@ -10,41 +10,18 @@ import orjson
 from aiohttp import web
 
 from .context import CONTEXT
-from .errors import BadRequest, Conflict, PayloadTooLarge, StreamgateError
+from .errors import BadRequest, Conflict, NotFound, PayloadTooLarge, StreamgateError
 from .ids import format_id
+from .responses import error_response, json_errors, json_response
 from .transports.common import parse_limit, parse_since, validate_topic
 
-__all__ = ["STATIC_DIR", "error_middleware", "json_error", "routes"]
+__all__ = ["STATIC_DIR", "routes"]
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 MESSAGES_LIMIT = 1000
 BATCH_MAX_ITEMS = 10_000
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(obj: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
-
-
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return json_response({"error": code, "message": message}, status)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as JSON with the right status."""
-    try:
-        return await handler(request)
-    except StreamgateError as exc:
-        return json_error(exc.status, exc.code, exc.message)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = (exc.reason or "error").lower().replace(" ", "_")
-        return json_error(exc.status, code, exc.text or exc.reason)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -76,6 +53,7 @@ def _publish_target(request: web.Request) -> str:
     return topic
 
 
+@json_errors
 async def publish(request: web.Request) -> web.Response:
     """``POST /topics/{topic}``: the body (any JSON value) becomes the message data."""
     ctx = request.app[CONTEXT]
@@ -85,6 +63,7 @@ async def publish(request: web.Request) -> web.Response:
     return json_response({"id": message.id, "topic": topic}, status=201)
 
 
+@json_errors
 async def publish_batch(request: web.Request) -> web.Response:
     """``POST /topics/{topic}/batch``: a JSON array, or NDJSON, of message data."""
     ctx = request.app[CONTEXT]
@@ -111,6 +90,7 @@ async def publish_batch(request: web.Request) -> web.Response:
     return json_response({"ids": [m.id for m in messages], "topic": topic}, status=201)
 
 
+@json_errors
 async def list_topics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     topics = [
@@ -128,6 +108,7 @@ async def list_topics(request: web.Request) -> web.Response:
     return json_response({"topics": topics, "streams": streams})
 
 
+@json_errors
 async def topic_messages(request: web.Request) -> web.Response:
     """``GET /topics/{topic}/messages?since=&limit=``: history as one JSON document."""
     ctx = request.app[CONTEXT]
@@ -145,6 +126,7 @@ async def topic_messages(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+@json_errors
 async def healthz(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     return json_response(
@@ -164,20 +146,46 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
 
 
+async def not_found(request: web.Request) -> web.Response:
+    return error_response(NotFound(f"no route for {request.path}", code="not_found"))
+
+
+def method_not_allowed(allowed: list[str]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        resp = error_response(
+            StreamgateError(
+                f"{request.method} is not allowed here; use {', '.join(allowed)}",
+                code="method_not_allowed",
+            )
+        )
+        resp.set_status(405)
+        resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+
+    return handler
+
+
 def routes() -> list[web.AbstractRouteDef]:
     from .transports.chunked import handle_chunked
     from .transports.sse import handle_sse
     from .transports.websocket import handle_ws
 
-    return [
-        web.get("/", index),
-        web.get("/healthz", healthz),
-        web.get("/topics", list_topics),
-        web.post("/topics/{topic}", publish),
-        web.post("/topics/{topic}/batch", publish_batch),
-        web.get("/topics/{topic}/messages", topic_messages),
-        web.get("/chunked/{topic}", handle_chunked),
-        web.get("/sse/{topic}", handle_sse),
-        web.get("/ws/{topic}", handle_ws),
-        web.static("/static", STATIC_DIR, append_version=False),
-    ]
+    table: dict[str, list[tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]] = {
+        "/": [("GET", index)],
+        "/healthz": [("GET", healthz)],
+        "/topics": [("GET", list_topics)],
+        "/topics/{topic}": [("POST", publish)],
+        "/topics/{topic}/batch": [("POST", publish_batch)],
+        "/topics/{topic}/messages": [("GET", topic_messages)],
+        "/chunked/{topic}": [("GET", handle_chunked)],
+        "/sse/{topic}": [("GET", handle_sse)],
+        "/ws/{topic}": [("GET", handle_ws)],
+    }
+    defs: list[web.AbstractRouteDef] = []
+    for path, methods in table.items():
+        defs += [web.route(method, path, handler) for method, handler in methods]
+        allowed = [m for m, _ in methods] + (["HEAD"] if "GET" in dict(methods) else [])
+        defs.append(web.route("*", path, method_not_allowed(allowed)))
+    defs.append(web.static("/static", STATIC_DIR, append_version=False))
+    defs.append(web.route("*", "/{tail:.*}", not_found))
+    return defs

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from . import errors
-from .api import STATIC_DIR, error_middleware, routes
+from .api import STATIC_DIR, routes
 from .broker.memory import MemoryBroker
 from .context import CONTEXT, Context
+from .framing import WS_PING
 from .hub import Hub
 from .settings import Settings
 from .sources import count, load_target, parse_spec, run_source, ticks
@@ -39,7 +40,7 @@ def build_app(settings: Settings) -> web.Application:
         name, target = parse_spec(spec)
         ctx.streams[validate_topic(name)] = load_target(target)
 
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application()  # no middleware: see responses.json_errors
     app[CONTEXT] = ctx
     app.add_routes(routes())
     app.cleanup_ctx.append(_background(ctx))
@@ -89,12 +90,27 @@ def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]
 
 
 async def _heartbeats(ctx: Context) -> None:
-    """Chunked streams get a blank line every interval (SSE and WS have their own)."""
+    """One loop for every heartbeat: a blank line on chunked streams, a ping on
+    WebSockets (SSE has aiohttp-sse's comment pings).
+
+    A WebSocket that has not answered the previous ping (RFC 6455 section 5.5.2)
+    by the next one is dropped as dead.
+    """
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(ctx.settings.heartbeat)
+        now = loop.time()
         for sink in list(ctx.sessions):
-            if sink.transport_name == "chunked":
+            kind = sink.transport_name
+            if kind == "chunked":
                 sink.heartbeat(HEARTBEAT)
+            elif kind == "ws":
+                if sink.pinged_at and sink.last_pong < sink.pinged_at:
+                    sink.close(errors.HEARTBEAT_TIMEOUT)
+                    sink.abort_later(ctx.settings.write_timeout)
+                    continue
+                sink.pinged_at = now
+                sink.heartbeat(WS_PING)
 
 
 async def _say_goodbye(app: web.Application) -> None:

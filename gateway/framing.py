@@ -31,6 +31,7 @@ __all__ = [
     "JSON_OPEN",
     "NDJSON_HEARTBEAT",
     "SSE_HEARTBEAT",
+    "WS_PING",
     "Format",
     "control_json",
     "encode_control",
@@ -149,6 +150,7 @@ def sse_retry(retry_ms: int) -> bytes:
 # -- WebSocket ------------------------------------------------------------------
 
 WS_TEXT = 0x1
+WS_PING_OPCODE = 0x9
 
 
 def ws_frame(payload: bytes, opcode: int = WS_TEXT) -> bytes:
@@ -166,6 +168,10 @@ def ws_frame(payload: bytes, opcode: int = WS_TEXT) -> bytes:
     else:
         header = bytes((first, 127)) + length.to_bytes(8, "big")
     return header + payload
+
+
+WS_PING = ws_frame(b"", WS_PING_OPCODE)
+"""An empty ping (RFC 6455 section 5.5.2); clients answer with a pong."""
 
 
 # -- HTTP/1.1 chunked transfer coding --------------------------------------------

@@ -160,3 +160,32 @@ async def test_ws_publish_command_reaches_other_transports() -> None:
         reader = await task
         assert reader.ids == [ack["id"]]
         assert reader.messages[0].obj["data"] == {"hi": 1}
+
+
+async def test_ws_client_that_never_answers_pings_is_dropped() -> None:
+    async with start_gateway(topics=("news",), heartbeat=0.1) as gw:
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(f"{gw.ws_url}/ws/news", autoping=False) as ws:
+                kinds = []
+                async with asyncio.timeout(TIMEOUT):
+                    while True:
+                        msg = await ws.receive()
+                        kinds.append(msg.type)
+                        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                            break
+                        if msg.type is aiohttp.WSMsgType.TEXT:
+                            assert orjson.loads(msg.data)["reason"] == "heartbeat_timeout"
+                assert aiohttp.WSMsgType.PING in kinds
+                assert ws.close_code == 1011
+        assert gw.context.disconnects["heartbeat_timeout"] == 1
+
+
+async def test_ws_client_answering_pings_stays_and_client_pings_get_pongs() -> None:
+    async with start_gateway(topics=("news",), heartbeat=0.05) as gw:
+        async with websockets.connect(f"{gw.ws_url}/ws/news") as ws:  # answers pings itself
+            await asyncio.sleep(0.5)  # ten heartbeats
+            pong = await ws.ping(b"hello")
+            await asyncio.wait_for(pong, TIMEOUT)
+            msg_id = await gw.publish("news", 1)
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["id"] == msg_id
+        assert gw.context.disconnects["heartbeat_timeout"] == 0

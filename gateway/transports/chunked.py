@@ -6,8 +6,9 @@ from aiohttp import web
 
 from .. import errors
 from ..context import CONTEXT
-from ..errors import BadRequest
+from ..errors import BadRequest, StreamgateError
 from ..framing import JSON_CLOSE, JSON_OPEN, NDJSON_HEARTBEAT, Format, encode_control
+from ..responses import error_response
 from .common import final_control, open_stream, parse_stream_request, run_stream, run_subscription
 from .sink import DirectSink
 
@@ -30,9 +31,12 @@ def _parse_format(raw: str | None) -> Format:
 async def handle_chunked(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     settings = ctx.settings
-    fmt = _parse_format(request.query.get("format"))
-    req = parse_stream_request(request, ctx)
-    stream = await open_stream(ctx, req) if req.per_connection else None
+    try:
+        fmt = _parse_format(request.query.get("format"))
+        req = parse_stream_request(request, ctx)
+        stream = await open_stream(ctx, req) if req.per_connection else None
+    except StreamgateError as exc:
+        return error_response(exc)
 
     resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     resp.content_type = _CONTENT_TYPES[fmt]

@@ -24,11 +24,13 @@ from .sink import DirectSink
 __all__ = [
     "RESERVED_PARAMS",
     "StreamRequest",
+    "end_subscription",
     "final_control",
     "open_stream",
     "parse_stream_request",
     "run_stream",
     "run_subscription",
+    "start_subscription",
     "validate_topic",
 ]
 
@@ -118,23 +120,42 @@ def final_control(reason: Disconnect, last_id: str | None, retry_ms: int) -> tup
 # -- shared topics ---------------------------------------------------------------------
 
 
-async def run_subscription(
-    ctx: Context, sink: DirectSink, req: StreamRequest
-) -> tuple[Disconnect, str | None]:
-    """Replay, go live, and wait until the stream ends; returns why and the last id."""
+async def start_subscription(ctx: Context, sink: DirectSink, req: StreamRequest) -> Subscriber:
+    """Register, replay history after ``since``, and go live."""
     sub = Subscriber(
         sink, req.topic, limit=req.limit, max_backlog_bytes=ctx.settings.max_queue_bytes
     )
     ctx.sessions.add(sink)
     try:
         await ctx.hub.subscribe(sub, req.since)
-        reason = await sink.done
-        ctx.disconnects[reason.reason] += 1
-        return reason, sub.last_id
+    except BaseException:
+        end_subscription(ctx, sink, sub)
+        raise
+    return sub
+
+
+def end_subscription(
+    ctx: Context, sink: DirectSink, sub: Subscriber
+) -> tuple[Disconnect, str | None]:
+    """Unregister; returns why the stream ended and the last id written."""
+    sink.close(errors.CLIENT_GONE)  # no-op when the server already ended it
+    ctx.hub.unsubscribe(sub)
+    ctx.sessions.discard(sink)
+    reason = sink.done.result()
+    ctx.disconnects[reason.reason] += 1
+    return reason, sub.last_id
+
+
+async def run_subscription(
+    ctx: Context, sink: DirectSink, req: StreamRequest
+) -> tuple[Disconnect, str | None]:
+    """Replay, go live, and wait until the stream ends; returns why and the last id."""
+    sub = await start_subscription(ctx, sink, req)
+    try:
+        await sink.done
     finally:
-        sink.close(errors.CLIENT_GONE)
-        ctx.hub.unsubscribe(sub)
-        ctx.sessions.discard(sink)
+        result = end_subscription(ctx, sink, sub)
+    return result
 
 
 # -- per-connection streams -----------------------------------------------------------------

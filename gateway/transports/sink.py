@@ -43,7 +43,6 @@ class DirectSink:
     """Writes framed bytes for one connection; implements :class:`gateway.hub.Sink`."""
 
     __slots__ = (
-        "_loop",
         "_protocol",
         "_stall_timer",
         "_strip",
@@ -51,7 +50,10 @@ class DirectSink:
         "done",
         "fmt",
         "http_chunked",
+        "last_pong",
+        "loop",
         "max_queue_bytes",
+        "pinged_at",
         "request",
         "transport",
         "transport_name",
@@ -74,15 +76,18 @@ class DirectSink:
         self.request = request
         self.transport: asyncio.Transport = transport
         self._protocol = request.protocol
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self.transport_name = transport_name
         self.fmt = fmt
         self.http_chunked = http_chunked
         self.max_queue_bytes = max_queue_bytes
         self.write_timeout = write_timeout
         self.closed = False
-        self.done: asyncio.Future[Disconnect] = self._loop.create_future()
+        self.done: asyncio.Future[Disconnect] = self.loop.create_future()
         self._stall_timer: asyncio.TimerHandle | None = None
+        # WebSocket liveness, kept by the heartbeat loop and the WS reader.
+        self.pinged_at = 0.0
+        self.last_pong = 0.0
         # A JSON array's first item goes out without its leading separator.
         self._strip = JSON_FIRST_STRIP if fmt is Format.JSON_ARRAY else 0
 
@@ -120,7 +125,7 @@ class DirectSink:
         if transport.get_write_buffer_size() > self.max_queue_bytes:
             self.close(errors.SLOW_CONSUMER)
         elif self._protocol.writing_paused and self._stall_timer is None:
-            self._stall_timer = self._loop.call_later(self.write_timeout, self._check_stall)
+            self._stall_timer = self.loop.call_later(self.write_timeout, self._check_stall)
 
     def _check_stall(self) -> None:
         self._stall_timer = None
@@ -179,4 +184,4 @@ class DirectSink:
         transport = self.transport
         if transport.is_closing() or transport.get_write_buffer_size() == 0:
             return
-        self._loop.call_later(delay, transport.abort)
+        self.loop.call_later(delay, transport.abort)

@@ -11,7 +11,9 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from ..context import CONTEXT
+from ..errors import StreamgateError
 from ..framing import Format, encode_control, sse_retry
+from ..responses import error_response
 from .common import final_control, open_stream, parse_stream_request, run_stream, run_subscription
 from .sink import DirectSink
 
@@ -21,14 +23,15 @@ __all__ = ["handle_sse"]
 async def handle_sse(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     settings = ctx.settings
-    req = parse_stream_request(request, ctx, last_event_id=True)
-    stream = None
-    if req.per_connection:
-        stream = await open_stream(ctx, req)
-        if stream is None:
-            # Resumed past the end of a finished stream. WHATWG: a 204 makes
-            # EventSource fail the connection for good instead of reconnecting.
-            return web.Response(status=204)
+    try:
+        req = parse_stream_request(request, ctx, last_event_id=True)
+        stream = await open_stream(ctx, req) if req.per_connection else None
+    except StreamgateError as exc:
+        return error_response(exc)
+    if req.per_connection and stream is None:
+        # Resumed past the end of a finished stream. WHATWG: a 204 makes
+        # EventSource fail the connection for good instead of reconnecting.
+        return web.Response(status=204)
 
     resp = EventSourceResponse(sep="\n", ping_interval=settings.heartbeat)
     await resp.prepare(request)

@@ -20,13 +20,16 @@ from .. import errors
 from ..context import CONTEXT, Context
 from ..errors import Disconnect, StreamgateError
 from ..framing import Format, control_json, encode_control
+from ..hub import Subscriber
+from ..responses import error_response
 from .common import (
     StreamRequest,
+    end_subscription,
     final_control,
     open_stream,
     parse_stream_request,
     run_stream,
-    run_subscription,
+    start_subscription,
 )
 from .sink import DirectSink
 
@@ -41,11 +44,17 @@ FRAME_OVERHEAD = 1024
 async def handle_ws(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     settings = ctx.settings
-    req = parse_stream_request(request, ctx)  # 400/404 JSON before the upgrade
-    stream = await open_stream(ctx, req) if req.per_connection else None
+    try:  # 400/404 JSON before the upgrade
+        req = parse_stream_request(request, ctx)
+        stream = await open_stream(ctx, req) if req.per_connection else None
+    except StreamgateError as exc:
+        return error_response(exc)
 
     ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat,
+        # Pings come from the gateway's one heartbeat loop, not two timers per
+        # connection; this handler answers the client's pings itself.
+        autoping=False,
+        heartbeat=None,
         compress=False,  # streams are never compressed (and frames are shared)
         max_msg_size=settings.max_message_bytes + FRAME_OVERHEAD,
     )
@@ -58,34 +67,31 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         max_queue_bytes=settings.max_queue_bytes,
         write_timeout=settings.write_timeout,
     )
-
-    if req.per_connection and stream is None:
-        pump: asyncio.Future[tuple[Disconnect, str | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        pump.set_result((errors.STREAM_COMPLETE, None))
+    session = _Session(ctx, ws, sink)
+    # A shared topic needs no task of its own: the hub writes to the sink, this
+    # handler reads commands, and a callback starts the close when the server
+    # ends the stream. A per-connection generator runs in a pump task.
+    pump: asyncio.Task[tuple[Disconnect, str | None]] | None = None
+    if not req.per_connection:
+        session.sub = await start_subscription(ctx, sink, req)
+        sink.done.add_done_callback(session.on_sink_done)
+    elif stream is None:
         sink.close(errors.STREAM_COMPLETE)
-    elif stream is not None:
-        pump = asyncio.ensure_future(run_stream(ctx, sink, req, stream))
+        session.say_goodbye(errors.STREAM_COMPLETE, None)
     else:
-        pump = asyncio.ensure_future(run_subscription(ctx, sink, req))
-
-    closer: asyncio.Task[None] | None = None
-
-    def on_pump_done(fut: asyncio.Future[tuple[Disconnect, str | None]]) -> None:
-        nonlocal closer
-        if fut.cancelled() or fut.exception() is not None:
-            return
-        reason, last_id = fut.result()
-        if reason is not errors.CLIENT_GONE and not ws.closed:
-            closer = asyncio.ensure_future(_close(ws, sink, reason, last_id, settings.retry_ms))
-
-    pump.add_done_callback(on_pump_done)
+        pump = asyncio.ensure_future(run_stream(ctx, sink, req, stream))
+        pump.add_done_callback(session.on_pump_done)
     try:
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
+        while True:
+            msg = await ws.receive()
+            kind = msg.type
+            if kind is WSMsgType.TEXT:
                 await _on_command(ctx, req, sink, msg.data)
-            elif msg.type is WSMsgType.BINARY:
+            elif kind is WSMsgType.PONG:
+                sink.last_pong = sink.loop.time()
+            elif kind is WSMsgType.PING:
+                await ws.pong(msg.data)  # RFC 6455 section 5.5.3
+            elif kind is WSMsgType.BINARY:
                 _reply(
                     sink,
                     None,
@@ -93,16 +99,59 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
                     code="binary_not_supported",
                     message="send commands as JSON text frames",
                 )
+            else:  # CLOSE, CLOSING, CLOSED, ERROR
+                break
     finally:
         sink.close(errors.CLIENT_GONE)
-        if not pump.done():
-            pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pump
-        if closer is not None:
+        session.unsubscribe()
+        if pump is not None:
+            if not pump.done():
+                pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+        if session.closer is not None:
             with contextlib.suppress(Exception):
-                await closer
+                await session.closer
     return ws
+
+
+class _Session:
+    """The glue of one WebSocket stream, slotted: idle connections stay small."""
+
+    __slots__ = ("closer", "ctx", "sink", "sub", "ws")
+
+    def __init__(self, ctx: Context, ws: web.WebSocketResponse, sink: DirectSink) -> None:
+        self.ctx = ctx
+        self.ws = ws
+        self.sink = sink
+        self.sub: Subscriber | None = None
+        self.closer: asyncio.Task[None] | None = None
+
+    def unsubscribe(self) -> str | None:
+        """Leave the hub at once (idempotent); returns the last id written."""
+        sub = self.sub
+        if sub is None:
+            return None
+        self.sub = None
+        return end_subscription(self.ctx, self.sink, sub)[1]
+
+    def say_goodbye(self, reason: Disconnect, last_id: str | None) -> None:
+        """The server ends the stream: goodbye/end frame, then the close handshake."""
+        if reason is errors.CLIENT_GONE or self.ws.closed or self.closer is not None:
+            return
+        self.closer = asyncio.ensure_future(
+            _close(self.ws, self.sink, reason, last_id, self.ctx.settings.retry_ms)
+        )
+
+    def on_sink_done(self, fut: asyncio.Future[Disconnect]) -> None:
+        # The hub must stop counting this subscriber now, not after a closing
+        # handshake that a stalled client may never finish.
+        last_id = self.unsubscribe()
+        self.say_goodbye(fut.result(), last_id)
+
+    def on_pump_done(self, fut: asyncio.Future[tuple[Disconnect, str | None]]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.say_goodbye(*fut.result())
 
 
 async def _close(
