@@ -17,10 +17,11 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright
 
 from tests.helpers import TIMEOUT, start_gateway
 
@@ -80,14 +81,40 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 class Session:
-    """A gateway, one page on it, and what the page said on its console."""
+    """A gateway, one page on it, what the page said on its console, and how many HTTP
+    requests it had in flight at once (the WebSocket is not an HTTP request here)."""
 
     def __init__(self, gw: Any, page: Page) -> None:
         self.gw = gw
         self.page = page
         self.errors: list[str] = []
+        self.in_flight: dict[Request, str] = {}
+        self.peak = 0  # HTTP requests in flight at once
+        self.peak_by_kind: dict[str, int] = {}  # by first path segment: chunked, sse, topics
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on("request", self._request)
+        page.on("requestfinished", self._request_over)
+        page.on("requestfailed", self._request_over)
+
+    def _request(self, request: Request) -> None:
+        if not request.url.startswith("http"):
+            return
+        kind = urlsplit(request.url).path.split("/")[1]
+        self.in_flight[request] = kind
+        self.peak = max(self.peak, len(self.in_flight))
+        same = sum(1 for k in self.in_flight.values() if k == kind)
+        self.peak_by_kind[kind] = max(self.peak_by_kind.get(kind, 0), same)
+
+    def _request_over(self, request: Request) -> None:
+        self.in_flight.pop(request, None)
+
+    def assert_within_connection_budget(self) -> None:
+        """HTTP/1.1 allows 6 connections per host: the page holds one chunked fetch and one
+        EventSource at a time, and its short requests come and go beside them."""
+        assert self.peak_by_kind.get("chunked") == 1, self.peak_by_kind
+        assert self.peak_by_kind.get("sse") == 1, self.peak_by_kind
+        assert self.peak <= 4, (self.peak, self.peak_by_kind)
 
     def _console(self, msg: ConsoleMessage) -> None:
         if msg.type in ("error", "assert"):
@@ -118,9 +145,9 @@ class Session:
 
 @contextlib.asynccontextmanager
 async def session(
-    browser: Browser, *, width: int = 1280, height: int = 800
+    browser: Browser, *, width: int = 1280, height: int = 800, **settings: Any
 ) -> AsyncIterator[Session]:
-    async with start_gateway(tick_interval=TICK) as gw:
+    async with start_gateway(tick_interval=TICK, **settings) as gw:
         context = await browser.new_context(viewport={"width": width, "height": height})
         page = await context.new_page()
         s = Session(gw, page)
@@ -221,6 +248,33 @@ async def test_published_message_arrives_in_all_three(browser: Browser) -> None:
         await page.click("#publish-btn")
         await s.wait("() => document.querySelector('#status').dataset.kind === 'error'")
         assert await page.evaluate("window.streamgate.published.length") == 1
+        assert s.errors == []
+
+
+async def test_topic_picker_switches_every_column(browser: Browser) -> None:
+    async with session(browser, topics=("news",)) as s:
+        page = s.page
+        assert sorted(await page.locator("#topic option").all_text_contents()) == ["news", "ticks"]
+        await page.select_option("#topic", "news")
+        await s.wait(
+            """() => window.streamgate.topic === "news"
+                && Object.values(window.streamgate.transports).every(c => c.state === "live")"""
+        )
+        assert "topic=news" in page.url
+        await page.fill("#payload", json.dumps({"on": "news"}))
+        await page.click("#publish-btn")
+        await s.wait("() => window.streamgate.published.length === 1")
+        published = await page.evaluate("window.streamgate.published[0]")
+        await s.wait(ALL_HAVE_ID, published)
+        for name, c in (await s.state()).items():
+            assert c["ids"] == [published], name  # news only: the ticks stayed behind
+        # a reload keeps the topic (?topic=news)
+        await page.reload()
+        await s.wait(
+            """() => window.streamgate?.ready && window.streamgate.topic === "news"
+                && Object.values(window.streamgate.transports).every(c => c.state === "live")"""
+        )
+        assert await page.locator("#topic").input_value() == "news"
         assert s.errors == []
 
 
@@ -348,6 +402,7 @@ async def test_disconnect_then_reconnect_loses_nothing(browser: Browser, name: s
             assert state[n]["missing"] == [], n
         # the old connection is gone: the gateway counts one subscriber per transport again
         await s.wait(SUBSCRIBERS_ARE_ONE)
+        s.assert_within_connection_budget()
         assert await button.text_content() == "Disconnect"
         assert s.errors == []
 
@@ -373,8 +428,46 @@ async def test_dropped_connections_come_back_without_loss(browser: Browser) -> N
             assert c["dups"] == 0 and c["gaps"] == 0, name
             assert [i for i in c["ids"] if id_key(i) <= id_key(bound)] == held, name
         await s.wait(SUBSCRIBERS_ARE_ONE)
+        s.assert_within_connection_budget()
         # Chromium reports the aborted streams itself (net::ERR_...); the page adds nothing.
         assert [e for e in s.errors if "net::ERR_" not in e] == []
+
+
+async def test_goodbye_on_restart_then_every_column_resumes(browser: Browser) -> None:
+    """The gateway stops (a goodbye on every stream) and comes back on the same port: each
+    column reconnects by itself with since=<last id> and checks that nothing was missed."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = await context.new_page()
+        async with start_gateway(tick_interval=TICK) as gw:
+            s = Session(gw, page)
+            await page.goto(f"{gw.url}/", timeout=MS)
+            await s.wait(ALL_COUNT_AT_LEAST, 3)
+            port = gw.port
+        await s.wait(
+            """() => Object.values(window.streamgate.transports).every(c =>
+                c.controls.some(e => e.type === "goodbye" && e.reason === "shutdown"))"""
+        )
+        before = await s.state()
+        async with start_gateway(tick_interval=TICK, port=port) as gw2:
+            s.gw = gw2
+            published = await gw2.publish("ticks", {"after": "restart"})
+            await s.wait(ALL_HAVE_ID, published)
+            await s.wait(
+                """() => Object.values(window.streamgate.transports).every(c =>
+                    c.state === "live" && c.resumeOk !== null)"""
+            )
+            state = await s.state()
+            for name, c in state.items():
+                assert c["resumeOk"] is True, (name, c["resumeText"])
+                assert f"resumed from {before[name]['lastId']}" in c["resumeText"], name
+                assert c["reconnects"] >= 1 and c["dups"] == 0 and c["bad"] == 0, name
+            await context.close()
+        # While the gateway was down Chromium may report refused connections (net::ERR_...,
+        # or a failed WebSocket); the page itself adds nothing.
+        assert [e for e in s.errors if "net::ERR_" not in e and "WebSocket" not in e] == []
+    finally:
+        await context.close()
 
 
 async def test_screenshots(browser: Browser) -> None:

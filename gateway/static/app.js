@@ -186,7 +186,7 @@
       this.goodbye = null;
       this.openedAt = now();
       const since = this.lastId ?? this.startId;
-      if (this.connects > 1 && this.lastId !== null) this.beginResumeCheck(since);
+      if (this.connects > 1 && since !== null) this.beginResumeCheck(since);
       const query = since === null ? "" : `?since=${enc(since)}`;
       const path = `/${this.name === "ws" ? "ws" : this.name}/${enc(page.topic)}${query}`;
       this.setState("connecting", `since=${since ?? "(live)"}`);
@@ -223,13 +223,13 @@
           "is replayed on reconnect (since=last id)";
         this.resumeOk = null;
       }
+      setTimeout(refreshTopics, 500); // let the subscriber counts show the change
       this.dirty = true;
       scheduleRender();
     }
 
     opened(token) {
       if (!this.live(token)) return;
-      this.failures = 0;
       this.setState("live");
       if (this.resume) this.maybeFinishResume();
     }
@@ -290,15 +290,17 @@
       }
       if (this.lastId !== null && cmpId(id, this.lastId) <= 0) {
         this.dups += 1; // replayed twice or out of order: the gateway promises neither
-        this.log({ kind: "bad", text: `duplicate or out of order: ${id}` });
+        this.log({ kind: "bad dup", text: `duplicate or out of order: ${id}` });
         return;
       }
       const t = now();
+      this.failures = 0; // the backoff restarts once messages flow again
       this.lastId = id;
       this.count += 1;
       this.ids.push(id);
       this.idSet.add(id);
-      if (this.ids.length > IDS_MAX) {
+      if (this.ids.length > IDS_MAX + IDS_MAX / 10) {
+        // trimmed in batches, so that a long run does not pay a splice per message
         const drop = this.ids.splice(0, this.ids.length - IDS_MAX);
         for (const d of drop) this.idSet.delete(d);
         this.floorId = drop[drop.length - 1];
@@ -314,7 +316,7 @@
       }
       let data;
       try {
-        data = JSON.stringify(msg.data);
+        data = JSON.stringify(msg.data) ?? "(no data)";
       } catch {
         data = "?";
       }
@@ -809,6 +811,7 @@
       col.reset(start);
       col.connect();
     }
+    setTimeout(refreshTopics, 1000); // the gateway's view, once the columns are in
   }
 
   async function refreshTopics() {
