@@ -54,6 +54,7 @@ STARTED_DOCKERD_PID=
 MADE_BASE_IMAGE=
 BUILT_IMAGE=
 MADE_WHEEL_DIR=
+HAD_DOCKER0=
 COMPOSE=()
 
 cleanup() {
@@ -75,11 +76,12 @@ cleanup() {
     fi
     if [ "${#COMPOSE[@]}" -gt 0 ] && docker info > /dev/null 2>&1; then
         timeout 60 "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 5 > /dev/null 2>&1
-        if [ -n "$BUILT_IMAGE" ]; then
+        # (An engine of our own goes whole, data root and all, below.)
+        if [ -n "$BUILT_IMAGE" ] && [ -z "$STARTED_DOCKERD_PID" ]; then
             docker image rm -f "$IMAGE" > /dev/null 2>&1
             docker image prune -f --filter label=org.streamgate.stage=build > /dev/null 2>&1
         fi
-        if [ -n "$MADE_BASE_IMAGE" ]; then
+        if [ -n "$MADE_BASE_IMAGE" ] && [ -z "$STARTED_DOCKERD_PID" ]; then
             docker image rm -f "$BASE_IMAGE" > /dev/null 2>&1
         fi
     fi
@@ -88,6 +90,10 @@ cleanup() {
     if [ -n "$STARTED_DOCKERD_PID" ]; then
         stop_dockerd "$STARTED_DOCKERD_PID"
         rm -rf "$DATA_ROOT" "$STATE"
+        # The engine leaves its default bridge behind; drop it if it was not there before.
+        if [ -z "$HAD_DOCKER0" ] && command -v ip > /dev/null; then
+            ip link delete docker0 2> /dev/null
+        fi
     fi
     log "cleaned up; exit $rc"
     exit "$rc"
@@ -112,12 +118,12 @@ apt_install() {
     log "apt-get install $*"
     export DEBIAN_FRONTEND=noninteractive
     if [ -z "${APT_UPDATED:-}" ]; then
-        timeout 300 apt-get -o DPkg::Lock::Timeout=240 update -q > /dev/null ||
-            fail "apt-get update failed"
+        timeout 300 apt-get -o DPkg::Lock::Timeout=240 update -q > "$LOGS/apt.log" 2>&1 ||
+            fail "apt-get update failed: $(tail -20 "$LOGS/apt.log")"
         APT_UPDATED=1
     fi
     timeout 600 apt-get -o DPkg::Lock::Timeout=240 install -y -q --no-install-recommends "$@" \
-        > /dev/null || fail "apt-get install $* failed"
+        > "$LOGS/apt.log" 2>&1 || fail "apt-get install $* failed: $(tail -20 "$LOGS/apt.log")"
 }
 
 engine_up() { timeout 20 docker info > /dev/null 2>&1; }
@@ -134,6 +140,7 @@ else
         stop_dockerd "$(cat "$STATE/dockerd.pid")"
     fi
     rm -rf "${DATA_ROOT:?}"/* "$STATE/exec"
+    if command -v ip > /dev/null && ip link show docker0 > /dev/null 2>&1; then HAD_DOCKER0=1; fi
     export DOCKER_HOST="unix://$STATE/docker.sock"
     log "starting dockerd on $DOCKER_HOST"
     dockerd --host "$DOCKER_HOST" --data-root "$DATA_ROOT" --exec-root "$STATE/exec" \
@@ -160,6 +167,14 @@ log "compose: $("${COMPOSE_CMD[@]}" version 2>/dev/null | sed -n 1p)"
 
 # Leftovers of an earlier run on a shared engine.
 timeout 60 "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 5 > /dev/null 2>&1 || true
+
+# The compose file publishes 127.0.0.1:8080: find out now, before building, if it is taken.
+python3 - << 'EOF' || fail "127.0.0.1:8080 is already in use on this machine: stop what listens there"
+import socket, sys
+s = socket.socket()
+s.settimeout(2)
+sys.exit(1 if s.connect_ex(("127.0.0.1", 8080)) == 0 else 0)
+EOF
 
 # ------------------------------------------------------------- stand-in base image ----
 
@@ -249,12 +264,6 @@ log "image $IMAGE: $(docker image inspect "$IMAGE" --format '{{.Size}}' | awk '{
 
 # ------------------------------------------------------------------------- up ----
 
-python3 - << 'EOF' || fail "127.0.0.1:8080 is already in use on this machine: stop what listens there"
-import socket, sys
-s = socket.socket()
-s.settimeout(2)
-sys.exit(1 if s.connect_ex(("127.0.0.1", 8080)) == 0 else 0)
-EOF
 
 wait_healthy() {
     local deadline=$(($(date +%s) + 90)) health
@@ -372,8 +381,9 @@ wait_ids 0-0
 # and the three still agree on every id.
 before_restart=$(cat "$LOGS/last-id")
 log "restarting the gateway (the clients must get the goodbye and resume)"
-timeout 120 "${COMPOSE[@]}" restart gateway > "$LOGS/restart.log" 2>&1 ||
-    fail "compose restart gateway failed: $(tail -20 "$LOGS/restart.log")"
+# The engine's restart, not compose's: `docker compose restart` (v2) restarts dependents too.
+timeout 120 docker restart --time 15 "$GATEWAY_CID" > "$LOGS/restart.log" 2>&1 ||
+    fail "restarting the gateway container failed: $(tail -20 "$LOGS/restart.log")"
 wait_healthy "$GATEWAY_CID"
 wait_ids "$before_restart"
 for c in "${CLIENTS[@]}"; do
