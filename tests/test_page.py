@@ -121,7 +121,8 @@ class Session:
             self.errors.append(f"console.{msg.type}: {msg.text}")
 
     async def state(self) -> dict[str, dict[str, Any]]:
-        return await self.page.evaluate(SNAPSHOT)
+        snapshot: dict[str, dict[str, Any]] = await self.page.evaluate(SNAPSHOT)
+        return snapshot
 
     async def wait(self, expression: str, arg: Any = None) -> None:
         await self.page.wait_for_function(expression, arg=arg, timeout=MS, polling=100)
