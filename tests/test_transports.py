@@ -246,3 +246,17 @@ async def test_three_readers_count_in_topics_listing(gateway: GatewayUnderTest) 
     for task in tasks:
         reader: Reader = await task
         assert len(reader.ids) == 1
+
+
+async def test_sse_last_event_id_wins_over_a_stale_since(gateway: GatewayUnderTest) -> None:
+    """EventSource reconnects to its original URL (old since=) with a newer header."""
+    ids = await gateway.publish_many("news", range(6))
+    reader = await read_until(
+        gateway.url,
+        "sse",
+        "news",
+        count=2,
+        query=f"since={ids[0]}",
+        headers={"Last-Event-ID": ids[3]},
+    )
+    assert reader.ids == ids[4:6]

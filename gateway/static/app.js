@@ -345,8 +345,9 @@
           text: `goodbye (${ev.reason}), reconnect in ${ev.reconnect_ms} ms, last ${ev.last_id}`,
         });
         if (this.name === "sse") {
-          // Reconnect ourselves with since=<last id>: EventSource would reuse its first URL,
-          // whose since= would win over Last-Event-ID and replay from the old point.
+          // Reconnect ourselves with since=<last id> (EventSource's own retry would resume
+          // too, Last-Event-ID wins over the URL's since=), so the column can count the
+          // reconnect and check the resume like the other two.
           this.finished(token, `goodbye: ${ev.reason}`);
         }
       } else if (type === "end") {
@@ -456,9 +457,8 @@
       es.onerror = () => {
         if (!this.live(token)) return;
         if (this.ended) return;
-        // Dropped (CONNECTING: the browser would retry with its first URL, whose since= wins
-        // over Last-Event-ID) or refused (CLOSED). Either way: close, and come back with
-        // since=<last id> ourselves.
+        // Dropped (CONNECTING) or refused (CLOSED). Either way: close, and come back with
+        // since=<last id> ourselves, so the column counts and checks the resume.
         const refused = es.readyState === EventSource.CLOSED;
         es.close();
         this.finished(token, refused ? "refused" : "stream dropped");

@@ -96,9 +96,11 @@ def parse_stream_request(
     topic = validate_topic(request.match_info["topic"])
     query = request.query
     raw_since = query.get("since")
-    if raw_since is None and last_event_id:
-        # WHATWG: EventSource sends the last event id back in this header.
-        raw_since = request.headers.get("Last-Event-ID") or None
+    if last_event_id:
+        # WHATWG: EventSource reconnects to the *same URL* and sends the id of
+        # the last event it processed in this header, so the header is always
+        # the newer position: it wins over a since= left in the URL.
+        raw_since = request.headers.get("Last-Event-ID") or raw_since
     since = parse_since(raw_since)
     limit = parse_limit(query.get("limit"))
     per_connection = topic in ctx.streams
