@@ -75,6 +75,7 @@ cleanup() {
         exit "$rc"
     fi
     if [ "${#COMPOSE[@]}" -gt 0 ] && docker info > /dev/null 2>&1; then
+        log "cleaning up"
         timeout 60 "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 5 > /dev/null 2>&1
         # (An engine of our own goes whole, data root and all, below.)
         if [ -n "$BUILT_IMAGE" ] && [ -z "$STARTED_DOCKERD_PID" ]; then
@@ -88,7 +89,9 @@ cleanup() {
     if [ -n "$MADE_WHEEL_DIR" ]; then rm -rf "$WHEEL_DIR"; fi
     rm -rf "$LOGS"
     if [ -n "$STARTED_DOCKERD_PID" ]; then
+        log "stopping the engine this run started (pid $STARTED_DOCKERD_PID)"
         stop_dockerd "$STARTED_DOCKERD_PID"
+        log "removing its data root"
         rm -rf "$DATA_ROOT" "$STATE"
         # The engine leaves its default bridge behind; drop it if it was not there before.
         if [ -z "$HAD_DOCKER0" ] && command -v ip > /dev/null; then
