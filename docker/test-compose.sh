@@ -71,7 +71,7 @@ cleanup() {
         tail -n 15 "$STATE/dockerd.log" >&2
     fi
     if [ "${KEEP:-}" = 1 ]; then
-        log "KEEP=1: leaving containers, images and engine (DOCKER_HOST=${DOCKER_HOST:-default})"
+        log "KEEP=1: leaving containers, images, engine (DOCKER_HOST=${DOCKER_HOST:-default}), logs in $LOGS"
         exit "$rc"
     fi
     if [ "${#COMPOSE[@]}" -gt 0 ] && docker info > /dev/null 2>&1; then
