@@ -35,8 +35,11 @@ collapse, such as a flush per message or a per-subscriber encode sneaking back.
 """
 
 
+_T0 = time.monotonic()
+
+
 def _log(line: str) -> None:
-    print(line, flush=True)
+    print(f"[{time.monotonic() - _T0:6.0f}s] {line}", flush=True)
 
 
 def machine() -> dict[str, Any]:
@@ -93,9 +96,19 @@ def quick(args: argparse.Namespace) -> int:
 
 
 def full(args: argparse.Namespace) -> int:
+    if args.from_json:
+        with open(args.from_json) as f:
+            _outputs(args, json.load(f)["rows"])
+        return 0
     info = machine()
     _log(f"machine: {info}")
     cfg = Config()
+    if args.ns:
+        cfg.ns = tuple(args.ns)
+        cfg.latency_ns = tuple(n for n in cfg.latency_ns if n in cfg.ns)
+    if args.seconds:
+        cfg.window = cfg.latency_seconds = cfg.slow_seconds = cfg.floor_seconds = args.seconds
+        cfg.memory_steps = tuple(s for s in cfg.memory_steps if s <= 1000) or (1000,)
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     scenarios = set(args.only or ["floor", "fanout", "memory", "slow"])
@@ -113,6 +126,9 @@ def full(args: argparse.Namespace) -> int:
         _log("idle connections: server RSS")
         for t in args.transports:
             rows.append(measure_memory(gateway_kind(0.0), t, cfg.memory_steps, _log))
+            if args.compare_repo:
+                old = gateway_kind(0.0, repo=args.compare_repo, tag=args.compare_tag)
+                rows.append(measure_memory(old, t, cfg.memory_steps[:2], _log))
             rows.append(measure_memory(KINDS["baseline"], t, cfg.memory_steps[:2], _log))
         if "sse" in args.transports:
             rows.append(measure_memory(KINDS["starlette"], "sse", cfg.memory_steps[:2], _log))
@@ -123,16 +139,20 @@ def full(args: argparse.Namespace) -> int:
     info["loadavg_after"] = os.getloadavg()
     info["minutes"] = round((time.monotonic() - started) / 60, 1)
     info["command"] = "python -m bench " + " ".join(sys.argv[1:])
-    text = report.markdown(rows)
-    print("\n" + text)
     if args.json:
         _write_json(args.json, {"mode": "full", "machine": info, "config": vars(cfg), "rows": rows})
+    _outputs(args, rows)
+    return 0
+
+
+def _outputs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    text = report.markdown(rows)
+    print("\n" + text)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(text)
     if args.plot:
         report.latency_plot(rows, args.plot)
-    return 0
 
 
 def _write_json(path: str, obj: dict[str, Any]) -> None:
@@ -158,7 +178,19 @@ def main(argv: list[str] | None = None) -> int:
         default=0.002,
         help="the gateway's coalescing window measured next to the default 0 (seconds)",
     )
+    parser.add_argument(
+        "--compare-repo",
+        metavar="PATH",
+        help="full mode: also measure idle memory of the gateway from another checkout "
+        "(e.g. `git archive REV | tar -x -C DIR`), to show what a change did",
+    )
+    parser.add_argument("--compare-tag", default="before", help="label for --compare-repo")
     parser.add_argument("--json", help="write every row (and histograms) to this file")
+    parser.add_argument("--from-json", metavar="PATH", help="only redo tables and plot from a run")
+    parser.add_argument("--ns", type=int, nargs="+", help="full mode: other N (trial runs)")
+    parser.add_argument(
+        "--seconds", type=float, help="full mode: shorter windows and 1,000 idle (trial runs)"
+    )
     parser.add_argument("--markdown", help="write the tables to this file")
     parser.add_argument(
         "--plot", default=None, help="latency CDF PNG (full mode), e.g. docs/latency.png"

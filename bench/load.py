@@ -179,9 +179,7 @@ def subscriber_main(
                     handshaking += 1
                 conns[sock.fileno()] = c
                 ep.register(sock.fileno(), select.EPOLLIN)
-            events = ep.poll(0.05)
-            stamp = time.time() * 1000.0 if latency else 0.0
-            for fd, _ in events:
+            for fd, _ in ep.poll(0.05):
                 c = conns[fd]
                 try:
                     data = c.sock.recv(RECV)
@@ -221,6 +219,9 @@ def subscriber_main(
                         continue
                 nbytes += len(data)
                 if latency:
+                    # Stamped after this recv: bytes that arrived after poll()
+                    # returned must not look older than they are.
+                    stamp = time.time() * 1000.0
                     buf = c.leftover + data if c.leftover else data
                     last = 0
                     for m in T0_RE.finditer(buf):

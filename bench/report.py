@@ -14,7 +14,7 @@ PEER = "starlette"
 
 def find(rows: Iterable[Row], **keys: Any) -> Row | None:
     for r in rows:
-        if all(r.get(k) == v for k, v in keys.items()):
+        if all(r.get(k) == v for k, v in keys.items()):  # rows of every scenario
             return r
     return None
 
@@ -41,7 +41,7 @@ def _x(x: float | None) -> str:
 def _gateways(rows: list[Row]) -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for r in rows:
-        if r["server"].startswith("gateway"):
+        if r.get("server", "").startswith("gateway"):
             seen.setdefault(r["server"], r["label"])
     return list(seen.items())
 
@@ -110,7 +110,7 @@ def latency_table(rows: list[Row]) -> str:
     lat = [r for r in rows if r["scenario"] == "latency"]
     out = [
         "| transport | N | server | p50 ms | p99 ms | max ms | received/expected |"
-        " p50 vs baseline |",
+        " baseline p50 ÷ this p50 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     order = {"chunked": 0, "sse": 1, "ws": 2}
@@ -122,7 +122,7 @@ def latency_table(rows: list[Row]) -> str:
         out.append(
             f"| {r['transport']} | {r['n']} | {r['label']} | {r['p50_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['received']:,}/{r['expected']:,} | "
-            + ("—" if rel is None else f"{rel:.1f}× lower")
+            + ("—" if rel is None else f"{rel:.1f}")
             + " |"
         )
     return "\n".join(out)
@@ -179,7 +179,8 @@ def check_targets(rows: list[Row]) -> list[tuple[str, bool | None, str]]:
     """The issue's targets: (what, met?, the numbers)."""
     out: list[tuple[str, bool | None, str]] = []
     fan = [r for r in rows if r["scenario"] == "fanout"]
-    gws = [name for name, _ in _gateways(rows)]
+    # Another checkout (--compare-repo, tagged "@...") is context, not the candidate.
+    gws = [name for name, _ in _gateways(rows) if "@" not in name]
     # 1. N=1000 one message per POST: >= 4x the baseline on every transport.
     for t in ("chunked", "sse", "ws"):
         base = find(fan, server=BASELINE, transport=t, n=1000, mode="single")
@@ -281,20 +282,25 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(parts)
 
 
-def latency_plot(rows: list[Row], path: str, n: int = 1000) -> None:
-    """CDF of publish -> receipt latency per transport at ``n`` subscribers."""
+def latency_plot(rows: list[Row], path: str, n: int | None = None) -> None:
+    """CDF of publish -> receipt latency per transport at ``n`` (the largest N) subscribers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
+    if n is None:
+        n = max((r["n"] for r in rows if r["scenario"] == "latency"), default=0)
     lat = [r for r in rows if r["scenario"] == "latency" and r["n"] == n]
     transports = [t for t in ("chunked", "sse", "ws") if any(r["transport"] == t for r in lat)]
     if not transports:
         return
-    fig, axes = plt.subplots(1, len(transports), figsize=(3.6 * len(transports), 3.0), dpi=80)
+    fig, axes = plt.subplots(1, len(transports), figsize=(3.6 * len(transports), 3.2), dpi=80)
     if len(transports) == 1:
         axes = [axes]
+    labels = list(dict.fromkeys(r["label"] for r in lat))
+    colors = {label: f"C{i}" for i, label in enumerate(labels)}
     for ax, t in zip(axes, transports, strict=True):
         for r in lat:
             if r["transport"] != t:
@@ -304,9 +310,9 @@ def latency_plot(rows: list[Row], path: str, n: int = 1000) -> None:
             xs, ys, seen = [], [], 0
             for bucket, count in hist:
                 seen += count
-                xs.append(max(0.01, (bucket + 1) / 100.0))
+                xs.append(max(0.1, (bucket + 1) / 100.0))
                 ys.append(seen / total)
-            ax.step(xs, ys, where="post", label=r["label"], linewidth=1.2)
+            ax.step(xs, ys, where="post", color=colors[r["label"]], linewidth=1.2)
         ax.set_xscale("log")
         ax.set_title(f"{t}, N={n}, 100 msg/s", fontsize=9)
         ax.set_xlabel("publish → receipt (ms)", fontsize=8)
@@ -315,7 +321,8 @@ def latency_plot(rows: list[Row], path: str, n: int = 1000) -> None:
         ax.tick_params(labelsize=7)
         ax.grid(True, which="both", alpha=0.2)
     axes[0].set_ylabel("fraction of deliveries", fontsize=8)
-    axes[0].legend(fontsize=6.5, loc="lower right")
-    fig.tight_layout()
+    handles = [Line2D([], [], color=colors[label]) for label in labels]
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=80)
     plt.close(fig)

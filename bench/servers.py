@@ -25,13 +25,20 @@ class ServerKind:
     module: str
     args: tuple[str, ...] = ()
     transports: tuple[str, ...] = ("chunked", "sse", "ws")
+    repo: str = REPO
+    """Where the server's code is imported from (an older checkout, to compare)."""
 
 
-def gateway_kind(write_delay: float, max_queue_bytes: int = 8 << 20) -> ServerKind:
+def gateway_kind(
+    write_delay: float, max_queue_bytes: int = 8 << 20, repo: str | None = None, tag: str = ""
+) -> ServerKind:
+    """The gateway under test; ``repo``/``tag`` run another checkout of it, to compare."""
     label = "streamgate" if not write_delay else f"streamgate wd={write_delay * 1000:g}ms"
+    name = "gateway" if not write_delay else f"gateway-wd{write_delay * 1000:g}"
     return ServerKind(
-        name="gateway" if not write_delay else f"gateway-wd{write_delay * 1000:g}",
-        label=label,
+        name=name + (f"@{tag}" if tag else ""),
+        label=label + (f" @{tag}" if tag else ""),
+        repo=os.path.abspath(repo) if repo else REPO,
         module="gateway",
         args=(
             "serve",
@@ -80,10 +87,11 @@ class Server:
             argv[4:4] = ["--host", HOST, "--port", str(self.port)]
         else:
             argv += ["--port", str(self.port)]
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        path = os.pathsep.join(dict.fromkeys([self.kind.repo, REPO]))
+        env = dict(os.environ, PYTHONPATH=path)
         self.proc = subprocess.Popen(
             argv,
-            cwd=REPO,
+            cwd=self.kind.repo,
             stdin=subprocess.DEVNULL,
             stdout=fd,
             stderr=subprocess.STDOUT,
