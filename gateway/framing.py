@@ -41,6 +41,7 @@ __all__ = [
     "message_json",
     "ndjson_line",
     "sse_event",
+    "sse_retry_field",
     "ws_frame",
 ]
 
@@ -142,9 +143,16 @@ def sse_event(
     return b"".join(parts)
 
 
-def sse_retry(retry_ms: int) -> bytes:
-    """A retry-only block: sets the client's reconnection time, dispatches nothing."""
-    return b"retry: %d\n\n" % retry_ms
+def sse_retry_field(retry_ms: int) -> bytes:
+    """A ``retry:`` line with no blank line after it.
+
+    Written just before the first event of a stream, it becomes part of that
+    event's block. A retry-only block (``retry: N`` then a blank line) is
+    legal and dispatches nothing in a WHATWG parser, but some popular clients
+    (httpx-sse) dispatch it as an empty message; riding on a real event avoids
+    that.
+    """
+    return b"retry: %d\n" % retry_ms
 
 
 # -- WebSocket ------------------------------------------------------------------

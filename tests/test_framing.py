@@ -124,8 +124,9 @@ def test_sse_event_refuses_breaking_ids_and_names(bad: str) -> None:
         f.sse_event(b"x", event=bad)
 
 
-def test_sse_retry_block() -> None:
-    assert f.sse_retry(1000) == b"retry: 1000\n\n"
+def test_sse_retry_field_has_no_blank_line() -> None:
+    # It joins the block of the event written after it (see sse_retry_field).
+    assert f.sse_retry_field(1000) == b"retry: 1000\n"
 
 
 def _sse_fields(stream: bytes) -> list[list[tuple[str, str]]]:

@@ -199,7 +199,7 @@ def test_streamgate_frames() -> None:
     msg = '{"id":"1-0","topic":"ticks","ts":1.5,"data":{"n":1}}'
     goodbye = '{"type":"goodbye","reason":"shutdown","reconnect_ms":1000,"last_id":"1-0"}'
     stream = (
-        "retry: 1000\n\n"
+        "retry: 1000\n"
         f"id: 1-0\ndata: {msg}\n\n"
         ": ping\n\n"
         f"event: goodbye\ndata: {goodbye}\nretry: 1000\n\n"
@@ -252,7 +252,7 @@ def _split(stream: bytes, cuts: list[int]) -> list[bytes]:
 )
 def test_round_trip_server_sse_encoding(items: list[object], cuts: list[int]) -> None:
     """Whatever the server frames, cut anywhere, decodes back to the same events."""
-    stream = framing.sse_retry(1000)
+    stream = framing.sse_retry_field(1000)
     expected: list[Event] = []
     last_id = ""
     for item in items:

@@ -43,6 +43,7 @@ class DirectSink:
     """Writes framed bytes for one connection; implements :class:`gateway.hub.Sink`."""
 
     __slots__ = (
+        "_prefix",
         "_protocol",
         "_stall_timer",
         "_strip",
@@ -69,6 +70,7 @@ class DirectSink:
         http_chunked: bool,
         max_queue_bytes: int,
         write_timeout: float,
+        first_prefix: bytes = b"",
     ) -> None:
         transport = request.transport
         if transport is None:
@@ -88,13 +90,16 @@ class DirectSink:
         # WebSocket liveness, kept by the heartbeat loop and the WS reader.
         self.pinged_at = 0.0
         self.last_pong = 0.0
-        # A JSON array's first item goes out without its leading separator.
+        # The first write of a stream may differ from what everyone shares: a
+        # JSON array's first item goes out without its leading separator, an
+        # SSE stream's first event carries the retry: field.
         self._strip = JSON_FIRST_STRIP if fmt is Format.JSON_ARRAY else 0
+        self._prefix = first_prefix
 
     # -- writing ---------------------------------------------------------------
 
     def write_batch(self, batch: Batch) -> None:
-        if self._strip:
+        if self._strip or self._prefix:
             self.write_body(batch.wire(self.fmt, False))
         else:
             self._write(batch.wire(self.fmt, self.http_chunked))
@@ -105,14 +110,21 @@ class DirectSink:
     def write_control(self, type: str, obj_json: bytes, *, retry: int | None = None) -> None:
         self.write_body(encode_control(self.fmt, type, obj_json, retry=retry))
 
-    def write_body(self, body: bytes) -> None:
-        """Write format-framed bytes, adding the HTTP chunk framing if needed."""
+    def _first(self, body: bytes) -> bytes:
         if self._strip:
             body = body[self._strip :]
             self._strip = 0
-        if not body:
-            return
-        self._write(http_chunk(body) if self.http_chunked else body)
+        if self._prefix:
+            body = self._prefix + body
+            self._prefix = b""
+        return body
+
+    def write_body(self, body: bytes) -> None:
+        """Write format-framed bytes, adding the HTTP chunk framing if needed."""
+        if self._strip or self._prefix:
+            body = self._first(body)
+        if body:
+            self._write(http_chunk(body) if self.http_chunked else body)
 
     def _write(self, data: bytes) -> None:
         if self.closed:
@@ -169,9 +181,7 @@ class DirectSink:
         """
         if self.transport.is_closing():
             return
-        if self._strip:
-            body = body[self._strip :]
-            self._strip = 0
+        body = self._first(body)
         if body:
             self.transport.write(http_chunk(body) if self.http_chunked else body)
 

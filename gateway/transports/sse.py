@@ -12,7 +12,7 @@ from aiohttp_sse import EventSourceResponse
 
 from ..context import CONTEXT
 from ..errors import StreamgateError
-from ..framing import Format, encode_control, sse_retry
+from ..framing import Format, encode_control, sse_retry_field
 from ..responses import error_response
 from .common import final_control, open_stream, parse_stream_request, run_stream, run_subscription
 from .sink import DirectSink
@@ -42,8 +42,8 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
         http_chunked=bool(getattr(request.writer, "chunked", True)),
         max_queue_bytes=settings.max_queue_bytes,
         write_timeout=settings.write_timeout,
+        first_prefix=sse_retry_field(settings.retry_ms),
     )
-    sink.heartbeat(sse_retry(settings.retry_ms))
     try:
         if stream is not None:
             reason, last_id = await run_stream(ctx, sink, req, stream)
