@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable
@@ -411,6 +412,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=_positive_int, help="stop after N messages")
     p.add_argument("--json", action="store_true", help="print each message's raw JSON")
     p.add_argument("--max-retries", type=int, help="give up after N failed reconnections")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="retry the first connection too, for a client started before its server",
+    )
+    p.add_argument(
+        "--stop-grace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, keep reading up to SECONDS for the server's goodbye, then exit 0",
+    )
     return p
 
 
@@ -420,13 +433,38 @@ def _note(obj: dict[str, Any]) -> None:
 
 
 async def _run(args: argparse.Namespace, url: str) -> int:
+    # SIGTERM (docker stop, compose down) with --stop-grace: stop reconnecting,
+    # keep reading until the server's own goodbye arrives (it is being stopped
+    # too), print it, and exit 0; exit anyway after SECONDS.
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stopping = False
+    goodbye_seen = False  # the server said goodbye since the last message
+
+    def note(obj: dict[str, Any]) -> None:
+        nonlocal goodbye_seen
+        _note(obj)
+        if obj.get("type") in ("goodbye", "end"):
+            goodbye_seen = True
+            if stopping and task is not None:
+                task.cancel()
+
+    def on_term() -> None:
+        nonlocal stopping
+        stopping = True
+        if task is not None:
+            # The goodbye may have been read before this signal was.
+            loop.call_later(0 if goodbye_seen else args.stop_grace, task.cancel)
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
     client = ChunkedClient(
         url,
         since=args.since,
         limit=args.limit,
         format=args.format,
-        on_control=_note,
+        on_control=note,
         max_retries=args.max_retries,
+        fail_fast=not args.wait,
     )
     received = 0
     try:
@@ -440,8 +478,13 @@ async def _run(args: argparse.Namespace, url: str) -> int:
                 sys.stdout.write(line + "\n")
                 sys.stdout.flush()
                 received += 1
+                goodbye_seen = False
                 if args.count is not None and received >= args.count:
                     break
+    except asyncio.CancelledError:
+        if stopping:
+            return 0
+        raise
     except StreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
