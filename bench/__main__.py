@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from typing import Any
@@ -116,6 +117,10 @@ def full(args: argparse.Namespace) -> int:
         _log("send() floor")
         for per_send in (1, 10):
             rows.append(measure_floor(cfg.floor_n, per_send, cfg.floor_seconds, cfg, _log))
+        # The latency regime: one round to every socket each 10 ms (100 msg/s).
+        rows.append(
+            measure_floor(cfg.floor_n, 1, cfg.floor_seconds, cfg, _log, 1 / cfg.latency_rate)
+        )
     if "fanout" in scenarios:
         _log("fan-out and latency (per transport, servers back to back)")
         kinds = [gateway_kind(0.0), gateway_kind(args.write_delay), KINDS["baseline"]]
@@ -153,6 +158,10 @@ def _outputs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             f.write(text)
     if args.plot:
         report.latency_plot(rows, args.plot)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
 
 
 def _write_json(path: str, obj: dict[str, Any]) -> None:
@@ -196,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         "--plot", default=None, help="latency CDF PNG (full mode), e.g. docs/latency.png"
     )
     args = parser.parse_args(argv)
+    # Stop cleanly (servers stopped by pid in the finally blocks) on SIGTERM, and
+    # on SIGINT even when started in the background, where SIGINT is ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     raise_nofile()
     os.chdir(REPO)
     return quick(args) if args.quick else full(args)

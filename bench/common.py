@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ __all__ = [
     "proc_rss_kib",
     "publish_body",
     "raise_nofile",
+    "server_preexec",
 ]
 
 HOST = "127.0.0.1"
@@ -36,6 +38,22 @@ PATTERN = b'"t0":'
 def publish_body() -> bytes:
     """One message's data: ``{"t0": <publish time, epoch ms>}`` (the message is ~100 bytes)."""
     return b'{"t0":%.3f}' % (time.time() * 1000.0)
+
+
+def server_preexec() -> None:
+    """In a server's child process: raise the file limit, die with the coordinator.
+
+    PR_SET_PDEATHSIG makes the kernel send SIGTERM to the server if the bench
+    that started it dies without its ``finally`` blocks (SIGKILL, a crash).
+    """
+    raise_nofile()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def raise_nofile() -> int:

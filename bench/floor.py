@@ -23,15 +23,28 @@ def message() -> bytes:
 
 
 def floor_main(
-    listener: socket.socket, n: int, per_send: int, duration: float, results: Any
+    listener: socket.socket,
+    n: int,
+    per_send: int,
+    duration: float,
+    results: Any,
+    interval: float = 0.0,
 ) -> None:
-    """Accept ``n`` connections, then send round-robin for ``duration`` seconds."""
+    """Accept ``n`` connections, then send round-robin for ``duration`` seconds.
+
+    With ``interval``, one round every ``interval`` seconds (a paced publisher):
+    what a send() costs when the reader is asleep and must be woken.
+    """
     raise_nofile()
     listener.settimeout(10.0)
     socks: list[socket.socket] = []
     try:
         while len(socks) < n:
             s, _ = listener.accept()
+            # As aiohttp does on every connection: without it Nagle holds small
+            # writes back while earlier ones are unacknowledged, and send() only
+            # copies into the socket buffer, which is not what a server pays.
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.setblocking(False)
             socks.append(s)
         payload = message() * per_send
@@ -39,7 +52,13 @@ def floor_main(
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.monotonic()
         end = t0 + duration
+        rounds = 0
         while time.monotonic() < end:
+            if interval:
+                rounds += 1
+                pause = t0 + rounds * interval - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
             for s in socks:
                 try:
                     s.send(payload)

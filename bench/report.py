@@ -109,9 +109,9 @@ def sse_peer_table(rows: list[Row]) -> str:
 def latency_table(rows: list[Row]) -> str:
     lat = [r for r in rows if r["scenario"] == "latency"]
     out = [
-        "| transport | N | server | p50 ms | p99 ms | max ms | received/expected |"
-        " baseline p50 ÷ this p50 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| transport | N | server | p50 ms | p99 ms | max ms | published (of scheduled) |"
+        " received/expected | server µs/deliv (CPU) | baseline p50 ÷ this p50 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {"chunked": 0, "sse": 1, "ws": 2}
     for r in sorted(lat, key=lambda r: (order[r["transport"]], r["n"])):
@@ -121,7 +121,10 @@ def latency_table(rows: list[Row]) -> str:
             rel = ratio(base["p50_ms"], r["p50_ms"])
         out.append(
             f"| {r['transport']} | {r['n']} | {r['label']} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['received']:,}/{r['expected']:,} | "
+            f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
+            f"{r['published']} ({r.get('scheduled', '?')}) | "
+            f"{r['received']:,}/{r['expected']:,} | "
+            f"{_num(r.get('server_us_per_delivery'), '.2f')} ({r['server_cpu']:.0%}) | "
             + ("—" if rel is None else f"{rel:.1f}")
             + " |"
         )
@@ -164,12 +167,14 @@ def slow_table(rows: list[Row]) -> str:
 def floor_table(rows: list[Row]) -> str:
     fl = [r for r in rows if r["scenario"] == "floor"]
     out = [
-        "| N sockets | messages per send() | deliveries/s | µs CPU per send() | µs per delivery |",
-        "|---|---|---|---|---|",
+        "| N sockets | messages per send() | pacing | deliveries/s | µs CPU per send() |"
+        " µs per delivery |",
+        "|---|---|---|---|---|---|",
     ]
     for r in fl:
+        pace = f"a round every {r['interval'] * 1000:g} ms" if r.get("interval") else "flat out"
         out.append(
-            f"| {r['n']} | {r['per_send']} | {r['deliveries_per_s']:,.0f} | "
+            f"| {r['n']} | {r['per_send']} | {pace} | {r['deliveries_per_s']:,.0f} | "
             f"{_num(r['us_per_send_call'], '.2f')} | {_num(r['us_per_delivery'], '.2f')} |"
         )
     return "\n".join(out)

@@ -61,6 +61,8 @@ class Config:
     floor_n: int = 1000
     floor_seconds: float = 3.0
     sub_workers: int = 4
+    spin: float = 0.002
+    """Subscribers poll without blocking this long after data (see load.SubConfig.spin)."""
 
 
 @dataclass
@@ -101,7 +103,15 @@ def _split(total: int, parts: int) -> list[int]:
 
 
 def start_subscribers(
-    port: int, transport: str, path: str, n: int, workers: int, *, mode: str, lifetime: float
+    port: int,
+    transport: str,
+    path: str,
+    n: int,
+    workers: int,
+    *,
+    mode: str,
+    lifetime: float,
+    spin: float = 0.002,
 ) -> Fleet:
     shares = _split(n, workers)
     fleet = Fleet(
@@ -112,7 +122,7 @@ def start_subscribers(
     )
     deadline = time.monotonic() + lifetime
     for i, conns in enumerate(shares):
-        cfg = load.SubConfig(port, transport, path, conns, mode=mode, deadline=deadline)
+        cfg = load.SubConfig(port, transport, path, conns, mode=mode, deadline=deadline, spin=spin)
         p = CTX.Process(
             target=load.subscriber_main,
             args=(cfg, fleet.counters, i, fleet.stop_event, fleet.results, fleet.ctrl),
@@ -299,6 +309,7 @@ def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Co
     subs.ctrl.value = load.LAT_OFF
     total = sum(hist.values())
     wall = s1.wall - s0.wall
+    server_cpu_s = s1.cpu_since(s0, [server.pid])
     return {
         "scenario": "latency",
         "server": server.kind.name,
@@ -306,6 +317,7 @@ def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Co
         "transport": transport,
         "n": n,
         "rate": cfg.latency_rate,
+        "scheduled": count,
         "published": published,
         "expected": published * n,
         "received": subs.total(load.C_DELIVERED) - d0,
@@ -313,7 +325,8 @@ def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Co
         "p50_ms": _percentile(hist, total, 0.50),
         "p99_ms": _percentile(hist, total, 0.99),
         "max_ms": lat_max,
-        "server_cpu": s1.cpu_since(s0, [server.pid]) / wall,
+        "server_cpu": server_cpu_s / wall,
+        "server_us_per_delivery": server_cpu_s * 1e6 / total if total else None,
         "client_cpu": s1.cpu_since(s0, subs.pids) / wall,
         "hist": {str(k): v for k, v in sorted(hist.items())},
     }
@@ -341,6 +354,7 @@ def _phase(server: Server, transport: str, n: int, phase: str, cfg: Config, log:
         _workers_for(n, cfg),
         mode="count",
         lifetime=120.0,
+        spin=cfg.spin,
     )
     try:
         got = wait_connected(subs, n, 60.0)
@@ -398,7 +412,9 @@ def _fmt_latency(r: Row) -> str:
     return (
         f"  latency {r['label']:<24} {r['transport']:<7} N={r['n']:<5} "
         f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.1f} ms  "
-        f"received {r['received']}/{r['expected']}  cpu srv {r['server_cpu']:.0%} "
+        f"received {r['received']}/{r['expected']} (published {r['published']}/"
+        f"{r['scheduled']})  {r['server_us_per_delivery'] or 0:.2f} us/deliv  "
+        f"cpu srv {r['server_cpu']:.0%} "
         f"cli {r['client_cpu']:.0%}"
     )
 
@@ -513,8 +529,10 @@ def measure_slow_reader(kind: ServerKind, seconds: float, log: Log) -> Row:
     return row
 
 
-def measure_floor(n: int, per_send: int, seconds: float, cfg: Config, log: Log) -> Row:
-    """The plain send() loop, same machine, same run."""
+def measure_floor(
+    n: int, per_send: int, seconds: float, cfg: Config, log: Log, interval: float = 0.0
+) -> Row:
+    """The plain send() loop, same machine, same run (paced when ``interval``)."""
     raise_nofile()
     listener = socket.socket()
     listener.bind((HOST, 0))
@@ -522,7 +540,9 @@ def measure_floor(n: int, per_send: int, seconds: float, cfg: Config, log: Log) 
     port = listener.getsockname()[1]
     results = CTX.Queue()
     proc = CTX.Process(
-        target=floor_main, args=(listener, n, per_send, seconds, results), daemon=True
+        target=floor_main,
+        args=(listener, n, per_send, seconds, results, interval),
+        daemon=True,
     )
     proc.start()
     listener.close()
@@ -542,6 +562,7 @@ def measure_floor(n: int, per_send: int, seconds: float, cfg: Config, log: Log) 
         "scenario": "floor",
         "n": n,
         "per_send": per_send,
+        "interval": interval,
         "us_per_send_call": r["cpu"] * 1e6 / calls if calls else None,
         "us_per_delivery": r["cpu"] * 1e6 / (r["sends"] * per_send) if r["sends"] else None,
         "deliveries_per_s": r["sends"] * per_send / r["wall"],
@@ -549,7 +570,9 @@ def measure_floor(n: int, per_send: int, seconds: float, cfg: Config, log: Log) 
         "cpu": r["cpu"] / r["wall"],
     }
     log(
-        f"  floor   send() x{per_send:<3} N={n:<5} {row['deliveries_per_s']:>11,.0f} deliv/s  "
+        f"  floor   send() x{per_send:<3} N={n:<5} "
+        + (f"every {interval * 1000:g} ms " if interval else "")
+        + f"{row['deliveries_per_s']:>11,.0f} deliv/s  "
         f"{row['us_per_send_call']:.2f} us/send()  {row['us_per_delivery']:.2f} us/deliv  "
         f"blocked {row['blocked_fraction']:.0%}"
     )

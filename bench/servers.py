@@ -11,7 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from .common import HOST, REPO, free_port, proc_cpu, proc_rss_kib, raise_nofile
+from .common import HOST, REPO, free_port, proc_cpu, proc_rss_kib, server_preexec
 
 __all__ = ["KINDS", "Server", "ServerKind"]
 
@@ -96,7 +96,7 @@ class Server:
             stdout=fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=raise_nofile,
+            preexec_fn=server_preexec,
             env=env,
         )
         os.close(fd)
