@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import errors
 from ..context import CONTEXT
 from ..errors import BadRequest, StreamgateError
 from ..framing import JSON_CLOSE, JSON_OPEN, NDJSON_HEARTBEAT, Format, encode_control
 from ..responses import error_response
-from .common import final_control, open_stream, parse_stream_request, run_stream, run_subscription
+from .common import end_http_stream, final_control, open_stream, parse_stream_request, run_to_end
 from .sink import DirectSink
 
 __all__ = ["HEARTBEAT", "handle_chunked"]
@@ -53,13 +52,7 @@ async def handle_chunked(request: web.Request) -> web.StreamResponse:
     if fmt is Format.JSON_ARRAY:
         sink.heartbeat(JSON_OPEN)
 
-    if req.per_connection:
-        if stream is None:  # resumed past the end: nothing left
-            reason, last_id = errors.STREAM_COMPLETE, None
-        else:
-            reason, last_id = await run_stream(ctx, sink, req, stream)
-    else:
-        reason, last_id = await run_subscription(ctx, sink, req)
+    reason, last_id = await run_to_end(ctx, sink, req, stream)
 
     type, body = final_control(reason, last_id, settings.retry_ms)
     if fmt is Format.NDJSON:
@@ -68,11 +61,5 @@ async def handle_chunked(request: web.Request) -> web.StreamResponse:
         if reason.reconnect:  # the JSON array's end is its own "end" event
             sink.write_final(encode_control(fmt, type, body))
         sink.write_final(JSON_CLOSE)
-    if reason.reconnect:
-        resp.force_close()
-    try:
-        await resp.write_eof()
-    except ConnectionError:
-        pass
-    sink.abort_later(settings.write_timeout)
+    await end_http_stream(resp, sink, reason, settings.write_timeout)
     return resp

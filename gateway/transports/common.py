@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -24,12 +25,14 @@ from .sink import DirectSink
 __all__ = [
     "RESERVED_PARAMS",
     "StreamRequest",
+    "end_http_stream",
     "end_subscription",
     "final_control",
     "open_stream",
     "parse_stream_request",
     "run_stream",
     "run_subscription",
+    "run_to_end",
     "start_subscription",
     "validate_topic",
 ]
@@ -273,3 +276,29 @@ async def run_stream(
     reason = sink.done.result() if sink.done.done() else errors.CLIENT_GONE
     ctx.disconnects[reason.reason] += 1
     return reason, last_id
+
+
+async def run_to_end(
+    ctx: Context, sink: DirectSink, req: StreamRequest, stream: OpenStream | None
+) -> tuple[Disconnect, str | None]:
+    """Run a shared subscription or a per-connection stream until it ends."""
+    if not req.per_connection:
+        return await run_subscription(ctx, sink, req)
+    if stream is None:  # resumed past the end: nothing left
+        sink.close(errors.STREAM_COMPLETE)
+        return errors.STREAM_COMPLETE, None
+    return await run_stream(ctx, sink, req, stream)
+
+
+async def end_http_stream(
+    resp: web.StreamResponse, sink: DirectSink, reason: Disconnect, write_timeout: float
+) -> None:
+    """After the final control event: the last chunk, and no keep-alive after a goodbye.
+
+    A client that does not take its last bytes within ``write_timeout`` is dropped.
+    """
+    if reason.reconnect:
+        resp.force_close()
+    with contextlib.suppress(ConnectionError):
+        await resp.write_eof()
+    sink.abort_later(write_timeout)

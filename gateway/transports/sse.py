@@ -14,7 +14,7 @@ from ..context import CONTEXT
 from ..errors import StreamgateError
 from ..framing import Format, encode_control, sse_retry_field
 from ..responses import error_response
-from .common import final_control, open_stream, parse_stream_request, run_stream, run_subscription
+from .common import end_http_stream, final_control, open_stream, parse_stream_request, run_to_end
 from .sink import DirectSink
 
 __all__ = ["handle_sse"]
@@ -45,21 +45,12 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
         first_prefix=sse_retry_field(settings.retry_ms),
     )
     try:
-        if stream is not None:
-            reason, last_id = await run_stream(ctx, sink, req, stream)
-        else:
-            reason, last_id = await run_subscription(ctx, sink, req)
+        reason, last_id = await run_to_end(ctx, sink, req, stream)
     finally:
         resp.stop_streaming()
 
     type, body = final_control(reason, last_id, settings.retry_ms)
     retry = settings.retry_ms if reason.reconnect else None
     sink.write_final(encode_control(Format.SSE, type, body, retry=retry))
-    if reason.reconnect:
-        resp.force_close()
-    try:
-        await resp.write_eof()
-    except ConnectionError:
-        pass
-    sink.abort_later(settings.write_timeout)
+    await end_http_stream(resp, sink, reason, settings.write_timeout)
     return resp
