@@ -184,7 +184,7 @@ def routes() -> list[web.AbstractRouteDef]:
     defs: list[web.AbstractRouteDef] = []
     for path, methods in table.items():
         defs += [web.route(method, path, handler) for method, handler in methods]
-        allowed = [m for m, _ in methods] + (["HEAD"] if "GET" in dict(methods) else [])
+        allowed = [m for m, _ in methods]
         defs.append(web.route("*", path, method_not_allowed(allowed)))
     defs.append(web.static("/static", STATIC_DIR, append_version=False))
     defs.append(web.route("*", "/{tail:.*}", not_found))

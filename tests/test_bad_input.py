@@ -206,3 +206,10 @@ async def test_unknown_route_and_method_are_json(gw: GatewayUnderTest) -> None:
     assert status == 404 and "error" in body
     status, body = await get_json(gw.session, "DELETE", f"{gw.url}/topics/news")
     assert status == 405 and "error" in body
+
+
+async def test_405_names_the_allowed_methods(gw: GatewayUnderTest) -> None:
+    async with gw.session.put(f"{gw.url}/chunked/news") as resp:
+        assert resp.status == 405
+        assert resp.headers["Allow"] == "GET"
+        assert (await resp.json())["error"] == "method_not_allowed"
