@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,7 @@ from .sources import count, load_target, parse_spec, run_source, ticks
 from .transports.chunked import HEARTBEAT
 from .transports.common import validate_topic
 
-__all__ = ["Running", "build_app", "running", "serve"]
+__all__ = ["Running", "build_app", "raise_open_files_limit", "running", "serve"]
 
 log = logging.getLogger("gateway")
 
@@ -170,8 +171,28 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                     conn.transport.abort()
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard limit; returns (before, after).
+
+    Every connection is a file descriptor, and the usual soft limit (1024) would
+    cap the gateway near a thousand clients whatever the hardware.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft, soft
+        return soft, target
+    return soft, soft
+
+
 async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down within the grace period."""
+    before, after = raise_open_files_limit()
+    if after != before:
+        log.info("open files limit raised from %d to %d", before, after)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -65,3 +65,18 @@ def test_bad_flag_value_exits_2_without_traceback() -> None:
     assert proc.returncode == 2
     assert "heartbeat must be positive" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_open_files_limit_is_raised_to_the_hard_limit() -> None:
+    code = (
+        "import resource\n"
+        "from gateway.app import raise_open_files_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))\n"
+        "before, after = raise_open_files_limit()\n"
+        "assert before == min(256, hard), before\n"
+        "assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == after >= before\n"
+        "print(after)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
