@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from . import report
-from .common import REPO, raise_nofile
+from .common import REPO, SERVER_CPUS, pin_load, raise_nofile
 from .run import (
     Config,
     measure_floor,
@@ -63,6 +63,8 @@ def machine() -> dict[str, Any]:
         "aiohttp": aiohttp.__version__,
         "loadavg_before": os.getloadavg(),
         "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "server_cpus": sorted(SERVER_CPUS) or "any",
+        "load_cpus": sorted(os.sched_getaffinity(0)),
     }
 
 
@@ -194,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         "(e.g. `git archive REV | tar -x -C DIR`), to show what a change did",
     )
     parser.add_argument("--compare-tag", default="before", help="label for --compare-repo")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not give the server core 0 and the load generators the other cores",
+    )
     parser.add_argument("--json", help="write every row (and histograms) to this file")
     parser.add_argument("--from-json", metavar="PATH", help="only redo tables and plot from a run")
     parser.add_argument("--ns", type=int, nargs="+", help="full mode: other N (trial runs)")
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
     raise_nofile()
+    pin_load(not args.no_pin)
     os.chdir(REPO)
     return quick(args) if args.quick else full(args)
 

@@ -16,10 +16,12 @@ __all__ = [
     "HOST",
     "PATTERN",
     "REPO",
+    "SERVER_CPUS",
     "TICK",
     "ProcSample",
     "free_port",
     "machine_busy",
+    "pin_load",
     "proc_cpu",
     "proc_rss_kib",
     "publish_body",
@@ -40,13 +42,35 @@ def publish_body() -> bytes:
     return b'{"t0":%.3f}' % (time.time() * 1000.0)
 
 
+SERVER_CPUS = {0}
+"""With two cores or more, the server under test runs on core 0 and the load
+generators (and the coordinator) on the others: a server with clients on other
+machines does not share its core with them; see ``pin_load``."""
+
+
+def pin_load(pin: bool = True) -> None:
+    """Keep this process (and what it forks) off the server's core (``pin=False``:
+    let the scheduler place everything, servers included)."""
+    if not pin:
+        SERVER_CPUS.clear()
+        return
+    cpus = set(range(os.cpu_count() or 1)) - SERVER_CPUS
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
 def server_preexec() -> None:
-    """In a server's child process: raise the file limit, die with the coordinator.
+    """In a server's child process: its own core, a raised file limit, and death
+    with the coordinator.
 
     PR_SET_PDEATHSIG makes the kernel send SIGTERM to the server if the bench
     that started it dies without its ``finally`` blocks (SIGKILL, a crash).
     """
     raise_nofile()
+    if SERVER_CPUS and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, SERVER_CPUS)
+    else:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
     try:
         import ctypes
 

@@ -81,7 +81,8 @@ class Server:
 
     def start(self, timeout: float = 20.0) -> Server:
         self.port = free_port()
-        fd, self.log_path = tempfile.mkstemp(prefix=f"bench-{self.kind.name}-", suffix=".log")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.kind.name)
+        fd, self.log_path = tempfile.mkstemp(prefix=f"bench-{safe}-", suffix=".log")
         argv = [sys.executable, "-m", self.kind.module, *self.kind.args]
         if self.kind.module == "gateway":
             argv[4:4] = ["--host", HOST, "--port", str(self.port)]
