@@ -133,9 +133,10 @@ def full(args: argparse.Namespace) -> int:
         _log("idle connections: server RSS")
         for t in args.transports:
             rows.append(measure_memory(gateway_kind(0.0), t, cfg.memory_steps, _log))
-            if args.compare_repo:
-                old = gateway_kind(0.0, repo=args.compare_repo, tag=args.compare_tag)
-                rows.append(measure_memory(old, t, cfg.memory_steps[:2], _log))
+            for spec in args.compare:
+                tag, _, path = spec.partition("=")
+                other = gateway_kind(0.0, repo=path, tag=tag)
+                rows.append(measure_memory(other, t, cfg.memory_steps[:2], _log))
             rows.append(measure_memory(KINDS["baseline"], t, cfg.memory_steps[:2], _log))
         if "sse" in args.transports:
             rows.append(measure_memory(KINDS["starlette"], "sse", cfg.memory_steps[:2], _log))
@@ -168,7 +169,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def _write_json(path: str, obj: dict[str, Any]) -> None:
     with open(path, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
+        json.dump(obj, f, separators=(",", ":"), default=str)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,12 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the gateway's coalescing window measured next to the default 0 (seconds)",
     )
     parser.add_argument(
-        "--compare-repo",
-        metavar="PATH",
+        "--compare",
+        metavar="TAG=PATH",
+        action="append",
+        default=[],
         help="full mode: also measure idle memory of the gateway from another checkout "
-        "(e.g. `git archive REV | tar -x -C DIR`), to show what a change did",
+        "(e.g. `git archive REV | tar -x -C PATH`), to show what a change did (repeatable)",
     )
-    parser.add_argument("--compare-tag", default="before", help="label for --compare-repo")
     parser.add_argument(
         "--no-pin",
         action="store_true",

@@ -270,8 +270,20 @@ def targets_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def load_note(rows: list[Row]) -> str:
+    """How busy the rest of the machine was during the fan-out windows."""
+    other = sorted(r["other_cpu"] for r in rows if r["scenario"] == "fanout" and "other_cpu" in r)
+    if not other:
+        return ""
+    median = other[len(other) // 2]
+    return (
+        f"CPU used by processes outside the bench during the {len(other)} fan-out windows "
+        f"(of 200 %): median {median:.0%}, max {other[-1]:.0%}."
+    )
+
+
 def markdown(rows: list[Row]) -> str:
-    parts = []
+    parts = [load_note(rows) + "\n"]
     for title, fn in (
         ("Targets", targets_table),
         ("Fan-out", fanout_table),

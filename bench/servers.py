@@ -30,7 +30,7 @@ class ServerKind:
 
 
 def gateway_kind(
-    write_delay: float, max_queue_bytes: int = 8 << 20, repo: str | None = None, tag: str = ""
+    write_delay: float, max_queue_bytes: int | None = None, repo: str | None = None, tag: str = ""
 ) -> ServerKind:
     """The gateway under test; ``repo``/``tag`` run another checkout of it, to compare."""
     label = "streamgate" if not write_delay else f"streamgate wd={write_delay * 1000:g}ms"
@@ -48,8 +48,7 @@ def gateway_kind(
             "bench",
             "--write-delay",
             str(write_delay),
-            "--max-queue-bytes",
-            str(max_queue_bytes),
+            *(("--max-queue-bytes", str(max_queue_bytes)) if max_queue_bytes else ()),
             "--log-level",
             "warning",
         ),
