@@ -7,12 +7,13 @@ each call carries several messages, the ceiling that coalescing aims at.
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import time
 from typing import Any
 
-from .common import raise_nofile
+from .common import SERVER_CPUS, raise_nofile
 
 __all__ = ["floor_main", "message"]
 
@@ -36,6 +37,8 @@ def floor_main(
     what a send() costs when the reader is asleep and must be woken.
     """
     raise_nofile()
+    if SERVER_CPUS:  # on the servers' core, like every server under test
+        os.sched_setaffinity(0, SERVER_CPUS)
     listener.settimeout(10.0)
     socks: list[socket.socket] = []
     try:
