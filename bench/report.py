@@ -322,12 +322,15 @@ def latency_plot(rows: list[Row], path: str, n: int | None = None) -> None:
         for r in lat:
             if r["transport"] != t:
                 continue
-            hist = sorted((int(k), v) for k, v in r["hist"].items())
+            if "hist_ms" in r:
+                hist = sorted((float(k), v) for k, v in r["hist_ms"].items())
+            else:  # older runs: 10 µs buckets
+                hist = sorted(((int(k) + 1) / 100.0, v) for k, v in r["hist"].items())
             total = sum(v for _, v in hist) or 1
             xs, ys, seen = [], [], 0
-            for bucket, count in hist:
+            for ms, count in hist:
                 seen += count
-                xs.append(max(0.1, (bucket + 1) / 100.0))
+                xs.append(max(0.1, ms))
                 ys.append(seen / total)
             ax.step(xs, ys, where="post", color=colors[r["label"]], linewidth=1.2)
         ax.set_xscale("log")

@@ -262,6 +262,15 @@ def measure_fanout(
     }
 
 
+def _coarse(hist: Counter[int]) -> dict[str, int]:
+    """The histogram in ~2 % wide buckets, keyed by milliseconds (for the plot)."""
+    out: Counter[float] = Counter()
+    for bucket, count in hist.items():
+        ms = (bucket + 0.5) / load.LAT_BUCKET
+        out[round(1.02 ** round(math.log(ms, 1.02)), 4)] += count
+    return {f"{ms:g}": count for ms, count in sorted(out.items())}
+
+
 def _percentile(hist: Counter[int], total: int, q: float) -> float:
     target = math.ceil(total * q)
     seen = 0
@@ -328,7 +337,7 @@ def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Co
         "server_cpu": server_cpu_s / wall,
         "server_us_per_delivery": server_cpu_s * 1e6 / total if total else None,
         "client_cpu": s1.cpu_since(s0, subs.pids) / wall,
-        "hist": {str(k): v for k, v in sorted(hist.items())},
+        "hist_ms": _coarse(hist),
     }
 
 
