@@ -104,14 +104,14 @@ async def _heartbeats(ctx: Context) -> None:
         for sink in list(ctx.sessions):
             kind = sink.transport_name
             if kind == "chunked":
-                sink.heartbeat(HEARTBEAT)
+                sink.write_raw(HEARTBEAT)
             elif kind == "ws":
                 if sink.pinged_at and sink.last_pong < sink.pinged_at:
                     sink.close(errors.HEARTBEAT_TIMEOUT)
                     sink.abort_later(ctx.settings.write_timeout)
                     continue
                 sink.pinged_at = now
-                sink.heartbeat(WS_PING)
+                sink.write_raw(WS_PING)
 
 
 async def _say_goodbye(app: web.Application) -> None:

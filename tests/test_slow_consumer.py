@@ -139,3 +139,32 @@ async def test_blocked_socket_past_write_timeout_gets_write_timeout_goodbye() ->
             assert b'"reason":"write_timeout"' in body
         got = [m.decode() for m in ID_IN_JSON.findall(body)]
         assert got == published[: len(got)]
+
+
+async def test_ws_client_flooding_pings_without_reading_is_bounded() -> None:
+    """Pongs count against the queue bound like everything else."""
+    limit = 64 * 1024
+    async with start_gateway(topics=("news",), max_queue_bytes=limit) as gw:
+        sock = await connect_small(gw.port)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(
+            b"GET /ws/news HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        # Masked client pings (RFC 6455 section 5.3) with 100-byte payloads; never read.
+        ping = bytes([0x89, 0x80 | 100]) + b"\0\0\0\0" + b"p" * 100
+        peak = 0
+        for _ in range(2000):
+            if gw.context.disconnects["slow_consumer"]:
+                break
+            try:
+                writer.write(ping * 50)
+                await asyncio.wait_for(writer.drain(), TIMEOUT)
+            except ConnectionError:
+                break
+            for sink in list(gw.context.sessions):
+                peak = max(peak, sink.queued_bytes)
+        writer.close()
+        await wait_for(lambda: gw.context.disconnects["slow_consumer"] == 1)
+        assert peak <= limit + 50 * 102, peak

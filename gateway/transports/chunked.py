@@ -50,7 +50,7 @@ async def handle_chunked(request: web.Request) -> web.StreamResponse:
         write_timeout=settings.write_timeout,
     )
     if fmt is Format.JSON_ARRAY:
-        sink.heartbeat(JSON_OPEN)
+        sink.write_raw(JSON_OPEN)
 
     reason, last_id = await run_to_end(ctx, sink, req, stream)
 

@@ -185,8 +185,9 @@ class DirectSink:
         if body:
             self.transport.write(http_chunk(body) if self.http_chunked else body)
 
-    def heartbeat(self, body: bytes) -> None:
-        """Write filler that no reader takes for data (never stripped)."""
+    def write_raw(self, body: bytes) -> None:
+        """Write bytes that are not messages: heartbeats, the JSON array's ``[``,
+        WebSocket pongs. Never stripped or prefixed, but bounded like the rest."""
         self._write(http_chunk(body) if self.http_chunked else body)
 
     def abort_later(self, delay: float) -> None:

@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 from .. import errors
 from ..context import CONTEXT, Context
 from ..errors import Disconnect, StreamgateError
-from ..framing import Format, control_json, encode_control
+from ..framing import WS_PONG_OPCODE, Format, control_json, encode_control, ws_frame
 from ..hub import Subscriber
 from ..responses import error_response
 from .common import (
@@ -90,7 +90,9 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
             elif kind is WSMsgType.PONG:
                 sink.last_pong = sink.loop.time()
             elif kind is WSMsgType.PING:
-                await ws.pong(msg.data)  # RFC 6455 section 5.5.3
+                # RFC 6455 section 5.5.3. Through the sink, so that a client that
+                # pings without reading cannot grow its queue past the bound.
+                sink.write_raw(ws_frame(msg.data, WS_PONG_OPCODE))
             elif kind is WSMsgType.BINARY:
                 _reply(
                     sink,
