@@ -181,11 +181,7 @@ def _limiter(server_cpu: float, client_cpu: float, pub_cpu: float) -> str:
     """Which side bounded a throughput figure (2 cores: the server can use one)."""
     if server_cpu >= 0.85:
         return "server"
-    if server_cpu + client_cpu + pub_cpu >= 1.8:
-        return "machine"
-    if pub_cpu >= 0.85:
-        return "publishers"
-    if client_cpu >= 0.85:
+    if client_cpu + pub_cpu >= 0.85:
         return "clients"
     return "round trips"
 
