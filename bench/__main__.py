@@ -12,9 +12,11 @@ import argparse
 import json
 import os
 import platform
+import queue
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import report
@@ -116,13 +118,7 @@ def full(args: argparse.Namespace) -> int:
     started = time.monotonic()
     scenarios = set(args.only or ["floor", "fanout", "memory", "slow"])
     if "floor" in scenarios:
-        _log("send() floor")
-        for per_send in (1, 10):
-            rows.append(measure_floor(cfg.floor_n, per_send, cfg.floor_seconds, cfg, _log))
-        # The latency regime: one round to every socket each 10 ms (100 msg/s).
-        rows.append(
-            measure_floor(cfg.floor_n, 1, cfg.floor_seconds, cfg, _log, 1 / cfg.latency_rate)
-        )
+        rows += _guarded(_floor_rows, args, cfg)
     if "fanout" in scenarios:
         _log("fan-out and latency (per transport, servers back to back)")
         kinds = [gateway_kind(0.0), gateway_kind(args.write_delay), KINDS["baseline"]]
@@ -130,20 +126,9 @@ def full(args: argparse.Namespace) -> int:
             kinds.append(KINDS["starlette"])
         rows += run_matrix(kinds, tuple(args.transports), cfg, _log)
     if "memory" in scenarios:
-        _log("idle connections: server RSS")
-        for t in args.transports:
-            rows.append(measure_memory(gateway_kind(0.0), t, cfg.memory_steps, _log))
-            for spec in args.compare:
-                tag, _, path = spec.partition("=")
-                other = gateway_kind(0.0, repo=path, tag=tag)
-                rows.append(measure_memory(other, t, cfg.memory_steps[:2], _log))
-            rows.append(measure_memory(KINDS["baseline"], t, cfg.memory_steps[:2], _log))
-        if "sse" in args.transports:
-            rows.append(measure_memory(KINDS["starlette"], "sse", cfg.memory_steps[:2], _log))
+        rows += _guarded(_memory_rows, args, cfg)
     if "slow" in scenarios:
-        _log("per-connection stream, slow reader: server RSS over time")
-        rows.append(measure_slow_reader(gateway_kind(0.0), cfg.slow_seconds, _log))
-        rows.append(measure_slow_reader(KINDS["baseline"], cfg.slow_seconds, _log))
+        rows += _guarded(_slow_rows, args, cfg)
     info["loadavg_after"] = os.getloadavg()
     info["minutes"] = round((time.monotonic() - started) / 60, 1)
     info["command"] = "python -m bench " + " ".join(sys.argv[1:])
@@ -151,6 +136,51 @@ def full(args: argparse.Namespace) -> int:
         _write_json(args.json, {"mode": "full", "machine": info, "config": vars(cfg), "rows": rows})
     _outputs(args, rows)
     return 0
+
+
+def _floor_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
+    _log("send() floor")
+    rows = [
+        measure_floor(cfg.floor_n, per_send, cfg.floor_seconds, cfg, _log) for per_send in (1, 10)
+    ]
+    # The latency regime: one round to every socket each 10 ms (100 msg/s).
+    rows.append(measure_floor(cfg.floor_n, 1, cfg.floor_seconds, cfg, _log, 1 / cfg.latency_rate))
+    return rows
+
+
+def _memory_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
+    _log("idle connections: server RSS")
+    rows = []
+    for t in args.transports:
+        rows.append(measure_memory(gateway_kind(0.0), t, cfg.memory_steps, _log))
+        for spec in args.compare:
+            tag, _, path = spec.partition("=")
+            other = gateway_kind(0.0, repo=path, tag=tag)
+            rows.append(measure_memory(other, t, cfg.memory_steps[:2], _log))
+        rows.append(measure_memory(KINDS["baseline"], t, cfg.memory_steps[:2], _log))
+    if "sse" in args.transports:
+        rows.append(measure_memory(KINDS["starlette"], "sse", cfg.memory_steps[:2], _log))
+    return rows
+
+
+def _slow_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
+    _log("per-connection stream, slow reader: server RSS over time")
+    return [
+        measure_slow_reader(gateway_kind(0.0), cfg.slow_seconds, _log),
+        measure_slow_reader(KINDS["baseline"], cfg.slow_seconds, _log),
+    ]
+
+
+def _guarded(
+    fn: Callable[[argparse.Namespace, Config], list[dict[str, Any]]],
+    args: argparse.Namespace,
+    cfg: Config,
+) -> list[dict[str, Any]]:
+    try:
+        return fn(args, cfg)
+    except (RuntimeError, OSError, queue.Empty) as exc:
+        _log(f"  ERROR   {fn.__name__}: {exc!r}")
+        return [{"scenario": "error", "phase": fn.__name__, "error": repr(exc)}]
 
 
 def _outputs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:

@@ -41,7 +41,7 @@ def _x(x: float | None) -> str:
 def _gateways(rows: list[Row]) -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for r in rows:
-        if r.get("server", "").startswith("gateway"):
+        if r.get("server", "").startswith("gateway") and "label" in r:
             seen.setdefault(r["server"], r["label"])
     return list(seen.items())
 
@@ -286,6 +286,17 @@ def load_note(rows: list[Row]) -> str:
     )
 
 
+def errors_table(rows: list[Row]) -> str:
+    errs = [r for r in rows if r["scenario"] == "error"]
+    out = ["| server | transport | N | phase | error |", "|---|---|---|---|---|"]
+    for r in errs:
+        out.append(
+            f"| {r.get('server', '')} | {r.get('transport', '')} | {r.get('n', '')} | "
+            f"{r.get('phase', '')} | {r['error'][:200]} |"
+        )
+    return "\n".join(out)
+
+
 def markdown(rows: list[Row]) -> str:
     parts = [load_note(rows) + "\n"]
     for title, fn in (
@@ -296,6 +307,7 @@ def markdown(rows: list[Row]) -> str:
         ("Idle memory", memory_table),
         ("Slow reader", slow_table),
         ("send() floor", floor_table),
+        ("Figures lost to errors", errors_table),
     ):
         body = fn(rows)
         if body.count("\n") >= 2:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import queue
 import socket
 import time
 from collections import Counter
@@ -389,14 +390,32 @@ def run_matrix(
         for kind in kinds:
             if transport not in kind.transports:
                 continue
-            server = Server(kind).start()
+            try:
+                server = Server(kind).start()
+            except RuntimeError as exc:
+                log(f"  ERROR   {kind.label} {transport}: {exc}")
+                continue
             try:
                 for n in cfg.ns:
                     phases = list(cfg.modes)
                     if n in cfg.latency_ns:
                         phases.insert(0, "latency")
                     for phase in phases:
-                        rows.append(_phase(server, transport, n, phase, cfg, log))
+                        try:
+                            rows.append(_phase(server, transport, n, phase, cfg, log))
+                        except (RuntimeError, OSError, queue.Empty) as exc:
+                            # One figure lost is reported, not the whole run.
+                            log(f"  ERROR   {kind.label} {transport} N={n} {phase}: {exc!r}")
+                            rows.append(
+                                {
+                                    "scenario": "error",
+                                    "server": kind.name,
+                                    "transport": transport,
+                                    "n": n,
+                                    "phase": phase,
+                                    "error": repr(exc),
+                                }
+                            )
             finally:
                 server.stop()
     return rows
