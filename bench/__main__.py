@@ -106,6 +106,7 @@ def full(args: argparse.Namespace) -> int:
             _outputs(args, json.load(f)["rows"])
         return 0
     info = machine()
+    info["gateway_from"] = args.gateway_from or REPO
     _log(f"machine: {info}")
     cfg = Config()
     if args.ns:
@@ -121,7 +122,11 @@ def full(args: argparse.Namespace) -> int:
         rows += _guarded(_floor_rows, args, cfg)
     if "fanout" in scenarios:
         _log("fan-out and latency (per transport, servers back to back)")
-        kinds = [gateway_kind(0.0), gateway_kind(args.write_delay), KINDS["baseline"]]
+        kinds = [
+            gateway_kind(0.0, repo=args.gateway_from),
+            gateway_kind(args.write_delay, repo=args.gateway_from),
+            KINDS["baseline"],
+        ]
         if "sse" in args.transports:
             kinds.append(KINDS["starlette"])
         rows += run_matrix(kinds, tuple(args.transports), cfg, _log)
@@ -152,7 +157,9 @@ def _memory_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
     _log("idle connections: server RSS")
     rows = []
     for t in args.transports:
-        rows.append(measure_memory(gateway_kind(0.0), t, cfg.memory_steps, _log))
+        rows.append(
+            measure_memory(gateway_kind(0.0, repo=args.gateway_from), t, cfg.memory_steps, _log)
+        )
         for spec in args.compare:
             tag, _, path = spec.partition("=")
             other = gateway_kind(0.0, repo=path, tag=tag)
@@ -166,7 +173,7 @@ def _memory_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
 def _slow_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
     _log("per-connection stream, slow reader: server RSS over time")
     return [
-        measure_slow_reader(gateway_kind(0.0), cfg.slow_seconds, _log),
+        measure_slow_reader(gateway_kind(0.0, repo=args.gateway_from), cfg.slow_seconds, _log),
         measure_slow_reader(KINDS["baseline"], cfg.slow_seconds, _log),
     ]
 
@@ -219,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.002,
         help="the gateway's coalescing window measured next to the default 0 (seconds)",
+    )
+    parser.add_argument(
+        "--gateway-from",
+        metavar="PATH",
+        help="run the gateway from this checkout (e.g. `git archive HEAD | tar -x -C PATH`: "
+        "a clean tree while others edit the working one)",
     )
     parser.add_argument(
         "--compare",
