@@ -39,10 +39,15 @@ __all__ = [
     "C_FAILED",
     "C_MESSAGES",
     "C_REQUESTS",
+    "LAT_BUCKET",
+    "LAT_DUMP",
+    "LAT_OFF",
+    "LAT_ON",
     "SLOTS",
     "PubConfig",
     "SubConfig",
     "publisher_main",
+    "slow_reader_main",
     "subscriber_main",
 ]
 
