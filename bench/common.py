@@ -19,6 +19,7 @@ __all__ = [
     "SERVER_CPUS",
     "TICK",
     "ProcSample",
+    "cores_busy",
     "free_port",
     "machine_busy",
     "pin_load",
@@ -125,6 +126,25 @@ def machine_busy() -> float:
         fields = [int(x) for x in f.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / TICK
+
+
+def cores_busy(cpus: set[int]) -> float:
+    """CPU seconds the given cores have spent busy, softirq included (/proc/stat).
+
+    On loopback the receive half of every send() runs as softirq on the sender's
+    core and is not charged to the sending process: the server's core can be
+    saturated while its process shows 70 %.
+    """
+    total = 0
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if not line.startswith(b"cpu") or line.startswith(b"cpu "):
+                continue
+            name, *rest = line.split()
+            if int(name[3:]) in cpus:
+                fields = [int(x) for x in rest]
+                total += sum(fields[:8]) - fields[3] - fields[4]
+    return total / TICK
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ def fanout_table(rows: list[Row]) -> str:
     head = ["transport", "N", "publish", "baseline deliv/s (µs/deliv)"]
     for _, label in gws:
         head += [f"{label} deliv/s (µs/deliv)", "× baseline"]
-    head.append("limited by (server CPU)")
+    head.append("limited by (server process / its core busy)")
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = sorted(
         {(r["transport"], r["n"], r["mode"]) for r in fan},
@@ -69,12 +69,19 @@ def fanout_table(rows: list[Row]) -> str:
             cells.append(_cell(r))
             cells.append(_x(ratio(rate(r), rate(base))))
             if r:
-                limit.append(f"{r['limited_by']} ({r['server_cpu']:.0%})")
+                limit.append(f"{r['limited_by']} ({_busy(r)})")
         if base:
-            limit.append(f"baseline: {base['limited_by']} ({base['server_cpu']:.0%})")
+            limit.append(f"baseline: {base['limited_by']} ({_busy(base)})")
         cells.append("; ".join(limit))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def _busy(r: Row) -> str:
+    """Server process CPU, and its core's busy time (softirq included) when pinned."""
+    core = r.get("server_core_busy")
+    text = f"{r['server_cpu']:.0%}"
+    return text if core is None else f"{text}/{core:.0%}"
 
 
 def _cell(r: Row | None) -> str:
@@ -110,7 +117,7 @@ def latency_table(rows: list[Row]) -> str:
     lat = [r for r in rows if r["scenario"] == "latency"]
     out = [
         "| transport | N | server | p50 ms | p99 ms | max ms | published (of scheduled) |"
-        " received/expected | server µs/deliv (CPU) | baseline p50 ÷ this p50 |",
+        " received/expected | server µs/deliv (process / core busy) | baseline p50 ÷ this p50 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {"chunked": 0, "sse": 1, "ws": 2}
@@ -124,7 +131,7 @@ def latency_table(rows: list[Row]) -> str:
             f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
             f"{r['published']} ({r.get('scheduled', '?')}) | "
             f"{r['received']:,}/{r['expected']:,} | "
-            f"{_num(r.get('server_us_per_delivery'), '.2f')} ({r['server_cpu']:.0%}) | "
+            f"{_num(r.get('server_us_per_delivery'), '.2f')} ({_busy(r)}) | "
             + ("—" if rel is None else f"{rel:.1f}")
             + " |"
         )

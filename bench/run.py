@@ -21,7 +21,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from . import load
-from .common import HOST, ProcSample, machine_busy, raise_nofile
+from .common import HOST, SERVER_CPUS, ProcSample, cores_busy, machine_busy, raise_nofile
 from .floor import floor_main
 from .servers import Server, ServerKind
 
@@ -178,9 +178,12 @@ def _workers_for(n: int, cfg: Config) -> int:
     return 1 if n <= 10 else min(cfg.sub_workers, 2 if n <= 100 else cfg.sub_workers)
 
 
-def _limiter(server_cpu: float, client_cpu: float, pub_cpu: float) -> str:
-    """Which side bounded a throughput figure (2 cores: the server can use one)."""
-    if server_cpu >= 0.85:
+def _limiter(server_cpu: float, client_cpu: float, pub_cpu: float, core: float | None) -> str:
+    """Which side bounded a throughput figure (2 cores: the server can use one).
+
+    ``core``: how busy the server's own core was (softirq included), when pinned.
+    """
+    if server_cpu >= 0.85 or (core is not None and core >= 0.9):
         return "server"
     if client_cpu + pub_cpu >= 0.85:
         return "clients"
@@ -222,9 +225,9 @@ def measure_fanout(
             subs.total(load.C_CLOSED),
         )
         s0 = ProcSample.take(pids)
-        m_0 = machine_busy()
+        m_0, k_0 = machine_busy(), cores_busy(SERVER_CPUS)
         time.sleep(cfg.window)
-        m_1 = machine_busy()
+        m_1, k_1 = machine_busy(), cores_busy(SERVER_CPUS)
         s1 = ProcSample.take(pids)
         d1, m1, c1 = (
             subs.total(load.C_DELIVERED),
@@ -239,6 +242,7 @@ def measure_fanout(
     server_cpu = s1.cpu_since(s0, [server.pid]) / wall
     client_cpu = s1.cpu_since(s0, subs.pids) / wall
     pub_cpu = s1.cpu_since(s0, pubs.pids) / wall
+    core = (k_1 - k_0) / wall / len(SERVER_CPUS) if SERVER_CPUS else None
     return {
         "scenario": "fanout",
         "server": server.kind.name,
@@ -252,7 +256,8 @@ def measure_fanout(
         "server_cpu": server_cpu,
         "client_cpu": client_cpu,
         "publisher_cpu": pub_cpu,
-        "limited_by": _limiter(server_cpu, client_cpu, pub_cpu),
+        "server_core_busy": core,
+        "limited_by": _limiter(server_cpu, client_cpu, pub_cpu, core),
         "other_cpu": max(0.0, (m_1 - m_0) / wall - server_cpu - client_cpu - pub_cpu),
         "dropped_connections": c1 - c0,
         "publish_errors": failed,
@@ -283,6 +288,7 @@ def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Co
     count = int(cfg.latency_rate * cfg.latency_seconds)
     d0 = subs.total(load.C_DELIVERED)
     s0 = ProcSample.take([server.pid, *subs.pids])
+    k_0 = cores_busy(SERVER_CPUS)
     subs.ctrl.value = load.LAT_ON
     time.sleep(0.2)  # every worker has seen the switch
     pubs = start_publishers(
@@ -305,6 +311,7 @@ def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Co
         pubs.stop()
     wait_quiet(subs, load.C_DELIVERED, quiet=0.5)
     s1 = ProcSample.take([server.pid, *subs.pids])
+    k_1 = cores_busy(SERVER_CPUS)
     subs.ctrl.value = load.LAT_DUMP
     hist: Counter[int] = Counter()
     lat_max = 0.0
@@ -332,6 +339,7 @@ def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Co
         "p99_ms": _percentile(hist, total, 0.99),
         "max_ms": lat_max,
         "server_cpu": server_cpu_s / wall,
+        "server_core_busy": (k_1 - k_0) / wall / len(SERVER_CPUS) if SERVER_CPUS else None,
         "server_us_per_delivery": server_cpu_s * 1e6 / total if total else None,
         "client_cpu": s1.cpu_since(s0, subs.pids) / wall,
         "hist_ms": _coarse(hist),
@@ -426,7 +434,8 @@ def _fmt_fanout(r: Row) -> str:
     return (
         f"  fanout  {r['label']:<24} {r['transport']:<7} N={r['n']:<5} {r['mode']:<6} "
         f"{r['deliveries_per_s']:>11,.0f} deliv/s  {r['published_per_s']:>8,.0f} msg/s  "
-        f"{(us or 0):6.2f} us/deliv  cpu srv {r['server_cpu']:.0%} cli {r['client_cpu']:.0%} "
+        f"{(us or 0):6.2f} us/deliv  cpu srv {r['server_cpu']:.0%} "
+        f"(core {r['server_core_busy'] or 0:.0%}) cli {r['client_cpu']:.0%} "
         f"pub {r['publisher_cpu']:.0%} other {r['other_cpu']:.0%} [{r['limited_by']}]"
         + (f" DROPPED {r['dropped_connections']}" if r["dropped_connections"] else "")
     )
@@ -438,7 +447,7 @@ def _fmt_latency(r: Row) -> str:
         f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.1f} ms  "
         f"received {r['received']}/{r['expected']} (published {r['published']}/"
         f"{r['scheduled']})  {r['server_us_per_delivery'] or 0:.2f} us/deliv  "
-        f"cpu srv {r['server_cpu']:.0%} "
+        f"cpu srv {r['server_cpu']:.0%} (core {r['server_core_busy'] or 0:.0%}) "
         f"cli {r['client_cpu']:.0%}"
     )
 
