@@ -102,7 +102,7 @@ async def list_topics(request: web.Request) -> web.Response:
             "length": t.length,
             "subscribers": ctx.hub.subscriber_counts(t.name),
         }
-        for t in ctx.broker.topics()
+        for t in await ctx.broker.topics()
     ]
     streams = [{"name": name, "kind": "per-connection"} for name in ctx.streams]
     return json_response({"topics": topics, "streams": streams})
@@ -115,7 +115,7 @@ async def topic_messages(request: web.Request) -> web.Response:
     topic = validate_topic(request.match_info["topic"])
     since = parse_since(request.query.get("since"))
     limit = parse_limit(request.query.get("limit"), maximum=MESSAGES_LIMIT) or 100
-    ctx.require_topic(topic)
+    await ctx.require_topic(topic)
     read = await ctx.broker.read(topic, since, limit)
     last_id = format_id(read.last_key) if read.last_key != (0, 0) else None
     # The message objects are embedded byte for byte, as on the streams.
@@ -132,7 +132,7 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response(
         {
             "status": "ok",
-            "topics": len(ctx.broker.topics()),
+            "topics": len(await ctx.broker.topics()),
             "connections": len(ctx.sessions),
             "disconnects": dict(ctx.disconnects),
         }

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from . import errors
 from .api import STATIC_DIR, routes
+from .broker import Broker
 from .broker.memory import MemoryBroker
 from .context import CONTEXT, Context
 from .framing import WS_PING
@@ -33,7 +34,18 @@ TICKS = "ticks"
 
 def build_app(settings: Settings) -> web.Application:
     """The aiohttp application for ``settings``, not yet started."""
-    broker = MemoryBroker(history_size=settings.history_size, max_topics=settings.max_topics)
+    broker: Broker
+    if settings.broker == "memory":
+        broker = MemoryBroker(history_size=settings.history_size, max_topics=settings.max_topics)
+    else:
+        from .broker.redis import RedisBroker  # redis is an optional dependency
+
+        broker = RedisBroker(
+            settings.broker,
+            history_size=settings.history_size,
+            max_topics=settings.max_topics,
+            prefix=settings.redis_prefix,
+        )
     hub = Hub(broker, write_delay=settings.write_delay)
     ctx = Context(settings=settings, broker=broker, hub=hub)
     ctx.streams["count"] = count

@@ -33,8 +33,8 @@ class Context:
     disconnects: Counter[str] = field(default_factory=Counter)
     """How many streams ended, by reason (``slow_consumer``, ``limit``, ...)."""
 
-    def require_topic(self, topic: str) -> None:
-        if not self.broker.has_topic(topic):
+    async def require_topic(self, topic: str) -> None:
+        if not await self.broker.has_topic(topic):
             raise NotFound(
                 f"unknown topic {topic!r}: publish to it first, or start the gateway with --topic"
             )

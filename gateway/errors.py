@@ -11,6 +11,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "StreamgateError",
+    "Unavailable",
 ]
 
 
@@ -49,6 +50,11 @@ class Conflict(StreamgateError):
 class PayloadTooLarge(StreamgateError):
     status = 413
     code = "too_large"
+
+
+class Unavailable(StreamgateError):
+    status = 503
+    code = "broker_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,9 +199,12 @@ class Hub:
         published meanwhile is missed; its cursor drops what it already has.
         """
         fan = self._fanouts.get(sub.topic)
+        first = fan is None
         if fan is None:
             fan = self._fanouts[sub.topic] = _Fanout()
         fan.subscribers.add(sub)
+        if first:
+            await self.broker.watch(sub.topic)
         read = await self.broker.read(sub.topic, since)
         if since is None:
             sub.cursor = read.last_key
@@ -237,6 +240,7 @@ class Hub:
                 if fan.flush_handle is not None:
                     fan.flush_handle.cancel()
                 del self._fanouts[sub.topic]
+                self.broker.unwatch(sub.topic)
 
     def subscriber_counts(self, topic: str) -> dict[str, int]:
         counts = {"chunked": 0, "sse": 0, "ws": 0}

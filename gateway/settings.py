@@ -57,6 +57,17 @@ class Settings:
         flag="--topic",
     )
 
+    # -- broker
+    broker: str = _opt(
+        "memory",
+        "where ids and history live: 'memory' (embedded, one process) or a Redis URL "
+        "(redis://host:6379/0) shared by several replicas",
+        group="broker",
+    )
+    redis_prefix: str = _opt(
+        "streamgate:", "prefix of every Redis key the gateway uses", group="broker"
+    )
+
     # -- history and limits
     history_size: int = _opt(1000, "messages of history kept per topic for resume", group="limits")
     max_topics: int = _opt(1000, "most topics the gateway holds", group="limits")
@@ -111,6 +122,10 @@ class Settings:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.broker != "memory" and not self.broker.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(f"broker must be 'memory' or a redis:// URL, got {self.broker!r}")
         for spec in (*self.sources, *self.streams):
             name, sep, target = spec.partition("=")
             if not sep or not name or ":" not in target:

@@ -1,7 +1,7 @@
 """The broker: owns ids and history, and hands every new message to a listener.
 
-Two implementations are planned behind one protocol: :mod:`.memory` (the
-embedded default) and a Redis Streams broker for several replicas.
+Two implementations behind one protocol: :mod:`.memory` (the embedded
+default) and :mod:`.redis` (Redis Streams, for several replicas).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
-    def has_topic(self, topic: str) -> bool: ...
+    async def has_topic(self, topic: str) -> bool: ...
 
     async def create_topic(self, topic: str) -> None:
         """Make ``topic`` exist (idempotent). Raises Conflict past max_topics."""
@@ -58,4 +58,14 @@ class Broker(Protocol):
     async def read(self, topic: str, since: Key | None, limit: int | None = None) -> HistoryRead:
         """Retained messages with id > ``since`` (all when None), oldest first."""
 
-    def topics(self) -> list[TopicInfo]: ...
+    async def topics(self) -> list[TopicInfo]: ...
+
+    async def watch(self, topic: str) -> None:
+        """``topic`` has local subscribers: hand on its new messages from now on.
+
+        Called before the first subscriber reads history, so that the hand-off
+        from history to live has no hole.
+        """
+
+    def unwatch(self, topic: str) -> None:
+        """``topic`` has no local subscriber left."""

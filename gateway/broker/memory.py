@@ -55,8 +55,14 @@ class MemoryBroker:
     async def close(self) -> None:
         return None
 
-    def has_topic(self, topic: str) -> bool:
+    async def has_topic(self, topic: str) -> bool:
         return topic in self._topics
+
+    async def watch(self, topic: str) -> None:
+        return None  # every publish reaches the listener directly
+
+    def unwatch(self, topic: str) -> None:
+        return None
 
     def _topic(self, topic: str) -> _Topic:
         t = self._topics.get(topic)
@@ -105,7 +111,7 @@ class MemoryBroker:
     async def read(self, topic: str, since: Key | None, limit: int | None = None) -> HistoryRead:
         return self.read_now(topic, since, limit)
 
-    def topics(self) -> list[TopicInfo]:
+    async def topics(self) -> list[TopicInfo]:
         return [
             TopicInfo(
                 name,

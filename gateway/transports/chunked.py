@@ -32,7 +32,7 @@ async def handle_chunked(request: web.Request) -> web.StreamResponse:
     settings = ctx.settings
     try:
         fmt = _parse_format(request.query.get("format"))
-        req = parse_stream_request(request, ctx)
+        req = await parse_stream_request(request, ctx)
         stream = await open_stream(ctx, req) if req.per_connection else None
     except StreamgateError as exc:
         return error_response(exc)

@@ -92,7 +92,7 @@ class StreamRequest:
     per_connection: bool
 
 
-def parse_stream_request(
+async def parse_stream_request(
     request: web.Request, ctx: Context, *, last_event_id: bool = False
 ) -> StreamRequest:
     """Validate everything before any byte of the stream goes out (400/404 JSON)."""
@@ -108,7 +108,7 @@ def parse_stream_request(
     limit = parse_limit(query.get("limit"))
     per_connection = topic in ctx.streams
     if not per_connection:
-        ctx.require_topic(topic)
+        await ctx.require_topic(topic)
     params = {k: v for k, v in query.items() if k not in RESERVED_PARAMS}
     return StreamRequest(topic, since, limit, params, per_connection)
 

@@ -24,7 +24,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     settings = ctx.settings
     try:
-        req = parse_stream_request(request, ctx, last_event_id=True)
+        req = await parse_stream_request(request, ctx, last_event_id=True)
         stream = await open_stream(ctx, req) if req.per_connection else None
     except StreamgateError as exc:
         return error_response(exc)

@@ -45,7 +45,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     settings = ctx.settings
     try:  # 400/404 JSON before the upgrade
-        req = parse_stream_request(request, ctx)
+        req = await parse_stream_request(request, ctx)
         stream = await open_stream(ctx, req) if req.per_connection else None
     except StreamgateError as exc:
         return error_response(exc)

@@ -1,0 +1,209 @@
+"""The Redis Streams broker: two gateway replicas on one real Redis.
+
+The test starts its own redis-server on a free port (what a user's machine
+needs) and stops it by pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway, wait_for
+from tests.wire import read_until
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server is not installed"
+)
+
+TRANSPORTS = ["chunked", "sse", "ws"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def replicas(
+    redis_url: str, prefix: str, **settings: object
+) -> AsyncIterator[tuple[GatewayUnderTest, GatewayUnderTest]]:
+    common = {"broker": redis_url, "redis_prefix": prefix, **settings}
+    async with start_gateway(**common) as a, start_gateway(**common) as b:
+        yield a, b
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_publish_on_one_replica_read_on_both(redis_url: str, transport: str) -> None:
+    async with replicas(redis_url, f"t1{transport}:", topics=("news",)) as (a, b):
+        readers = [
+            asyncio.create_task(read_until(gw.url, transport, "news", count=20)) for gw in (a, b)
+        ]
+        for gw in (a, b):
+            await wait_for(lambda gw=gw: gw.context.hub.subscriber_counts("news")[transport] == 1)
+        ids = [await (a if i % 2 else b).publish("news", {"i": i}) for i in range(20)]
+        ra, rb = [await r for r in readers]
+        assert ra.ids == rb.ids == ids
+        assert [m.raw for m in ra.messages] == [m.raw for m in rb.messages]  # byte-identical
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_resume_on_the_other_replica_under_concurrent_publishing(
+    redis_url: str, transport: str
+) -> None:
+    async with replicas(redis_url, f"t2{transport}:", history_size=5000) as (a, b):
+        await a.publish("news", "first")
+        published: list[str] = []
+        total = 200
+
+        async def publisher() -> None:
+            for i in range(total):
+                published.append(await a.publish("news", {"i": i}))
+
+        task = asyncio.create_task(publisher())
+        seen: list[str] = []
+        last = "0-0"
+        rounds = 0
+        while len(seen) < total + 1:
+            gw = (a, b)[rounds % 2]  # alternate replicas on every reconnect
+            rounds += 1
+            want = min(37, total + 1 - len(seen))
+            reader = await read_until(gw.url, transport, "news", count=want, query=f"since={last}")
+            assert not [c for c in reader.controls if c["type"] == "gap"]
+            seen += reader.ids
+            last = seen[-1]
+        await task
+        async with a.session.get(f"{a.url}/topics/news/messages?limit=1") as r:
+            first = (await r.json())["messages"][0]["id"]
+        assert seen == [first, *published]
+
+
+async def test_gap_is_exact_across_replicas(redis_url: str) -> None:
+    async with replicas(redis_url, "t3:", history_size=5) as (a, b):
+        ids = await a.publish_batch("news", list(range(12)))
+        # Retained: ids[7:]. Resuming after ids[6] misses nothing; before it, a gap.
+        for since, gap in ((ids[0], True), (ids[5], True), (ids[6], False), (ids[9], False)):
+            expected = ids[max(ids.index(since) + 1, 7) :]
+            reader = await read_until(
+                b.url, "chunked", "news", count=len(expected), query=f"since={since}"
+            )
+            gaps = [c for c in reader.controls if c["type"] == "gap"]
+            assert bool(gaps) is gap, since
+            if gap:
+                assert gaps[0]["first_id"] == ids[7]
+            assert reader.ids == expected
+
+
+async def test_topics_and_history_agree_across_replicas(redis_url: str) -> None:
+    async with replicas(redis_url, "t4:", history_size=3) as (a, b):
+        ids = await a.publish_batch("orders", [{"n": i} for i in range(5)])
+        for gw in (a, b):
+            async with gw.session.get(f"{gw.url}/topics") as r:
+                (orders,) = [t for t in (await r.json())["topics"] if t["name"] == "orders"]
+            assert (orders["first_id"], orders["last_id"], orders["length"]) == (
+                ids[2],
+                ids[4],
+                3,
+            )
+            async with gw.session.get(f"{gw.url}/topics/orders/messages?since={ids[0]}") as r:
+                doc = await r.json()
+            assert doc["gap"] is True
+            assert [m["id"] for m in doc["messages"]] == ids[2:]
+        async with b.session.get(f"{b.url}/chunked/nope") as r:
+            assert r.status == 404
+
+
+async def test_ws_publish_command_reaches_the_other_replica(redis_url: str) -> None:
+    import orjson
+    import websockets
+
+    async with replicas(redis_url, "t5:", topics=("news",)) as (a, b):
+        task = asyncio.create_task(read_until(b.url, "sse", "news", count=1))
+        await wait_for(lambda: b.context.hub.subscriber_counts("news")["sse"] == 1)
+        async with websockets.connect(f"{a.ws_url}/ws/news") as ws:
+            await ws.send('{"type":"publish","data":"hi"}')
+            ack = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        assert (await task).ids == [ack["id"]]
+
+
+def test_a_bad_broker_setting_is_refused() -> None:
+    from gateway.settings import Settings
+
+    with pytest.raises(ValueError, match="broker must be"):
+        Settings(broker="postgres://x")
+
+
+async def test_redis_going_away_is_a_503_json_error_not_a_crash() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            assert time.monotonic() < deadline, "redis-server did not start"
+            await asyncio.sleep(0.05)
+        async with start_gateway(broker=f"redis://127.0.0.1:{port}/0") as gw:
+            await gw.publish("news", 1)
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), TIMEOUT)
+            async with gw.session.post(f"{gw.url}/topics/news", data=b"2") as r:
+                assert r.status == 503
+                assert (await r.json())["error"] == "broker_unavailable"
+            async with gw.session.get(f"{gw.url}/healthz") as r:
+                assert r.status == 503  # a health check that tells the truth
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
