@@ -100,3 +100,35 @@ def test_targets_are_judged_against_the_same_run() -> None:
     verdicts = {what: met for what, met, _ in report.check_targets(rows)}
     # The best gateway setting counts: 190,000 / 50,000 = 3.8× is short of 4×.
     assert verdicts["fan-out N=1000, 1 msg/POST, chunked: ≥ 4× baseline"] is False
+
+
+@pytest.mark.parametrize("transport", ["chunked", "sse", "ws"])
+async def test_bench_subscribers_count_every_delivery(transport: str) -> None:
+    """The bench's raw-socket subscribers count exactly what the gateway sends.
+
+    They never parse frames, so a framing change that broke their counting would
+    silently skew every figure; this pins it on all three transports.
+    """
+    from bench import load
+    from bench.run import start_subscribers
+    from tests.helpers import wait_for
+
+    async with start_gateway(topics=("bench",)) as gw:
+        subs = start_subscribers(
+            gw.port, transport, f"/{transport}/bench", 3, 1, mode="count", lifetime=TIMEOUT * 3
+        )
+        try:
+            await wait_for(lambda: subs.total(load.C_CONNECTED) == 3, what="3 subscribers")
+            await wait_for(
+                lambda: sum(gw.context.hub.subscriber_counts("bench").values()) == 3,
+                what="3 subscriptions",
+            )
+            for i in range(5):
+                await gw.publish("bench", {"t0": 1763708400123.456 + i})
+            await gw.publish_batch("bench", [{"t0": 1.5}] * 10)
+            await wait_for(lambda: subs.total(load.C_DELIVERED) == 3 * 15, what="45 deliveries")
+            await asyncio.sleep(0.1)
+            assert subs.total(load.C_DELIVERED) == 45
+            assert subs.total(load.C_FAILED) == 0 and subs.total(load.C_CLOSED) == 0
+        finally:
+            subs.stop()
