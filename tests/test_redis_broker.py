@@ -32,8 +32,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
+@contextlib.contextmanager
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of the test's own on a free port; stopped by pid."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -57,10 +58,17 @@ def redis_url() -> Iterator[str]:
                 break
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", proc
     finally:
-        proc.terminate()
-        proc.wait(TIMEOUT)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as (url, _):
+        yield url
 
 
 @contextlib.asynccontextmanager
@@ -173,37 +181,13 @@ def test_a_bad_broker_setting_is_refused() -> None:
 
 
 async def test_redis_going_away_is_a_503_json_error_not_a_crash() -> None:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        "redis-server",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert time.monotonic() < deadline, "redis-server did not start"
-            await asyncio.sleep(0.05)
-        async with start_gateway(broker=f"redis://127.0.0.1:{port}/0") as gw:
+    with redis_server() as (url, proc):
+        async with start_gateway(broker=url) as gw:
             await gw.publish("news", 1)
             proc.terminate()
-            await asyncio.wait_for(proc.wait(), TIMEOUT)
+            await asyncio.to_thread(proc.wait, TIMEOUT)
             async with gw.session.post(f"{gw.url}/topics/news", data=b"2") as r:
                 assert r.status == 503
                 assert (await r.json())["error"] == "broker_unavailable"
             async with gw.session.get(f"{gw.url}/healthz") as r:
                 assert r.status == 503  # a health check that tells the truth
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
