@@ -210,7 +210,12 @@ async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running(settings) as gw:
-        log.info("streamgate listening on http://%s:%d", settings.host, gw.port)
+        log.info(
+            "streamgate listening on http://%s:%d (%s event loop)",
+            settings.host,
+            gw.port,
+            type(loop).__module__.partition(".")[0],
+        )
         if on_ready is not None:
             on_ready(gw.port)
         await stop.wait()

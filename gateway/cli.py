@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from .settings import add_arguments, from_args
@@ -31,6 +31,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop for ``--loop``: uvloop's when asked for (or installed, for
+    'auto'), else asyncio's default. Raises ImportError for 'uvloop' without it."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
@@ -46,7 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .app import serve
 
         try:
-            asyncio.run(serve(settings))
+            factory = loop_factory(settings.loop)
+        except ImportError:
+            print("streamgate: --loop uvloop needs uvloop: pip install uvloop", file=sys.stderr)
+            return 2
+        try:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                runner.run(serve(settings))
         except (ValueError, OSError) as exc:
             print(f"streamgate: {exc}", file=sys.stderr)
             return 1

@@ -103,6 +103,11 @@ class Settings:
         5.0, "shutdown grace period in seconds: streams get a goodbye, then exit", group="lifecycle"
     )
     log_level: str = _opt("info", "logging level (debug, info, warning, error)", group="lifecycle")
+    loop: str = _opt(
+        "auto",
+        "event loop: 'uvloop', 'asyncio', or 'auto' (uvloop when it is installed)",
+        group="lifecycle",
+    )
 
     def __post_init__(self) -> None:
         positive = (
@@ -120,6 +125,8 @@ class Settings:
         for name in ("tick_interval", "write_delay", "retry_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise ValueError(f"loop must be 'auto', 'asyncio' or 'uvloop', got {self.loop!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
         if self.broker != "memory" and not self.broker.startswith(

@@ -31,6 +31,7 @@ def test_environment_then_flags() -> None:
         ({"STREAMGATE_HEARTBEAT": "0"}, "heartbeat must be positive"),
         ({"STREAMGATE_SOURCES": "nonsense"}, "NAME=module:function"),
         ({"STREAMGATE_WRITE_DELAY": "-1"}, "write_delay"),
+        ({"STREAMGATE_LOOP": "trio"}, "loop must be 'auto', 'asyncio' or 'uvloop'"),
     ],
 )
 def test_bad_settings_are_refused_clearly(env: dict[str, str], message: str) -> None:
@@ -65,6 +66,26 @@ def test_bad_flag_value_exits_2_without_traceback() -> None:
     assert proc.returncode == 2
     assert "heartbeat must be positive" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
+)
+def test_the_event_loop_is_the_one_asked_for(flag: str, expected: str) -> None:
+    """uvloop is a dependency, so 'auto' picks it; the log line names the loop that ran."""
+    argv = ["serve", "--port", "0", "--host", "127.0.0.1", "--tick-interval", "0", "--loop", flag]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert f"({expected} event loop)" in line, line
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
 
 
 def test_open_files_limit_is_raised_to_the_hard_limit() -> None:
