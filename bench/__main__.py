@@ -128,7 +128,7 @@ def full(args: argparse.Namespace) -> int:
             KINDS["baseline"],
         ]
         if "sse" in args.transports:
-            kinds.append(KINDS["starlette"])
+            kinds += [KINDS["starlette"], KINDS["starlette-plain"]]
         rows += run_matrix(kinds, tuple(args.transports), cfg, _log)
     if "memory" in scenarios:
         rows += _guarded(_memory_rows, args, cfg)

@@ -4,7 +4,11 @@ They are deliberately light, so the client side is not what limits a figure:
 
 * a subscriber counts deliveries with ``bytes.count(b'"t0":')`` (the bench's one
   data key, once per message whatever the framing) and never parses a frame;
-  in latency mode it also pulls every ``t0`` with one regex per ``recv()``;
+  in latency mode it also pulls every ``t0`` with one regex per ``recv()``,
+  and times each delivery twice: when the kernel queued the bytes on the
+  subscriber's socket (``SO_TIMESTAMPNS``, the receipt the server controls)
+  and when this process got them from ``recvmsg()`` (which adds the bench's
+  own scheduling on its shared core);
 * a WebSocket subscriber answers the server's ping (opcode 0x89: never a byte of
   the bench's ASCII JSON or of its frame headers, lengths are under 126);
 * a publisher keeps its connections alive and sends the next POST when the
@@ -22,6 +26,7 @@ import os
 import re
 import select
 import socket
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -60,6 +65,10 @@ T0_RE = re.compile(rb'"t0":([0-9.]+)\}')
 LAT_BUCKET = 100.0
 """Latency histogram buckets per millisecond (10 µs)."""
 LAT_OFF, LAT_ON, LAT_DUMP = 0, 1, 2
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+"""Linux: stamp every received segment with the kernel's clock (CLOCK_REALTIME)."""
+_ANC = socket.CMSG_SPACE(16)
+_TS = struct.Struct("qq")
 WS_PING = b"\x89"
 WS_PONG = b"\x8a\x80\x00\x00\x00\x00"  # masked (RFC 6455 5.3), empty payload, zero mask
 
@@ -148,6 +157,8 @@ def subscriber_main(
     latency = cfg.mode == "latency"
     hist: Counter[int] = Counter()
     lat_max = 0.0
+    khist: Counter[int] = Counter()
+    klat_max = 0.0
     request = _request(cfg)
     is_ws = cfg.transport == "ws"
     count = PATTERN
@@ -178,14 +189,17 @@ def subscriber_main(
                 if command == LAT_ON and not latency:
                     latency = True
                     hist.clear()
-                    lat_max = 0.0
+                    khist.clear()
+                    lat_max = klat_max = 0.0
                     for c in conns.values():
                         c.leftover = b""
+                        c.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 elif command == LAT_DUMP and latency:
                     latency = False
-                    results.put((slot, dict(hist), lat_max))
+                    results.put((slot, dict(hist), lat_max, dict(khist), klat_max))
                     for c in conns.values():
                         c.tail = b""
+                        c.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 0)
             # Open more connections while few handshakes are outstanding.
             while to_open and handshaking < cfg.in_flight:
                 to_open -= 1
@@ -212,8 +226,12 @@ def subscriber_main(
                 spin_until = now + spin
             for fd, _ in events:
                 c = conns[fd]
+                anc: list[tuple[int, int, bytes]] = []
                 try:
-                    data = c.sock.recv(RECV)
+                    if latency:
+                        data, anc, _flags, _addr = c.sock.recvmsg(RECV, _ANC)
+                    else:
+                        data = c.sock.recv(RECV)
                 except BlockingIOError:
                     continue
                 except OSError:
@@ -253,15 +271,29 @@ def subscriber_main(
                     # Stamped after this recv: bytes that arrived after poll()
                     # returned must not look older than they are.
                     stamp = wall_ms() * 1000.0
+                    # The kernel's stamp is the newest segment's in this read:
+                    # older messages read with it get its (later) time.
+                    kstamp = stamp
+                    for level, kind, raw in anc:
+                        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                            sec, nsec = _TS.unpack_from(raw)
+                            kstamp = sec * 1000.0 + nsec / 1e6
                     buf = c.leftover + data if c.leftover else data
                     last = 0
                     for m in T0_RE.finditer(buf):
-                        lat = stamp - float(m.group(1))
+                        t0 = float(m.group(1))
+                        lat = stamp - t0
                         if lat < 0.0:
                             lat = 0.0
                         hist[int(lat * LAT_BUCKET)] += 1
                         if lat > lat_max:
                             lat_max = lat
+                        lat = kstamp - t0
+                        if lat < 0.0:
+                            lat = 0.0
+                        khist[int(lat * LAT_BUCKET)] += 1
+                        if lat > klat_max:
+                            klat_max = lat
                         delivered += 1
                         last = m.end()
                     c.leftover = buf[last:][-64:]

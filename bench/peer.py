@@ -6,8 +6,10 @@ awaits its own ``asyncio.Queue`` and yields ``{"id", "data"}`` dicts to
 SSE: ``GET /sse/{topic}``, ``POST /topics/{topic}``, ``POST
 /topics/{topic}/batch``, ``GET /healthz``.
 
-Plain ``pip install sse-starlette uvicorn``: uvicorn then runs on asyncio's
-own loop with h11 (no uvloop or httptools).
+uvicorn as its documentation recommends (``pip install 'uvicorn[standard]'``):
+uvloop and httptools, the same event loop the gateway runs on and the same
+llhttp parser as aiohttp's. ``--loop asyncio --http h11`` is the plain
+``pip install uvicorn``.
 
 Run: ``python -m bench.peer --port 8082``.
 """
@@ -97,6 +99,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8082)
     parser.add_argument("--topic", action="append", default=[], help="accepted, unused")
+    parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
+    parser.add_argument("--http", default="httptools", choices=["httptools", "h11"])
     args = parser.parse_args()
     uvicorn.run(
         build_app(),
@@ -105,8 +109,8 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         backlog=4096,
-        loop="asyncio",
-        http="h11",
+        loop=args.loop,
+        http=args.http,
     )
 
 

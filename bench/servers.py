@@ -58,7 +58,18 @@ def gateway_kind(
 KINDS = {
     "baseline": ServerKind("baseline", "tutorial baseline", "bench.baseline", ("--topic", "bench")),
     "starlette": ServerKind(
-        "starlette", "sse-starlette/uvicorn", "bench.peer", ("--topic", "bench"), ("sse",)
+        "starlette",
+        "sse-starlette/uvicorn[standard]",
+        "bench.peer",
+        ("--topic", "bench"),
+        ("sse",),
+    ),
+    "starlette-plain": ServerKind(
+        "starlette-plain",
+        "sse-starlette/plain uvicorn",
+        "bench.peer",
+        ("--topic", "bench", "--loop", "asyncio", "--http", "h11"),
+        ("sse",),
     ),
 }
 
