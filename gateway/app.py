@@ -18,7 +18,7 @@ from .api import STATIC_DIR, routes
 from .broker import Broker
 from .broker.memory import MemoryBroker
 from .context import CONTEXT, Context
-from .framing import WS_PING
+from .framing import SSE_HEARTBEAT, WS_PING
 from .hub import Hub
 from .settings import Settings
 from .sources import count, load_target, parse_spec, run_source, ticks
@@ -103,8 +103,9 @@ def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]
 
 
 async def _heartbeats(ctx: Context) -> None:
-    """One loop for every heartbeat: a blank line on chunked streams, a ping on
-    WebSockets (SSE has aiohttp-sse's comment pings).
+    """One loop for every heartbeat: a blank line on chunked streams, a ``: ping``
+    comment on SSE streams, a ping frame on WebSockets. No connection has a
+    timer or a task of its own for it.
 
     A WebSocket that has not answered the previous ping (RFC 6455 section 5.5.2)
     by the next one is dropped as dead.
@@ -117,6 +118,8 @@ async def _heartbeats(ctx: Context) -> None:
             kind = sink.transport_name
             if kind == "chunked":
                 sink.write_raw(HEARTBEAT)
+            elif kind == "sse":
+                sink.write_raw(SSE_HEARTBEAT)
             elif kind == "ws":
                 if sink.pinged_at and sink.last_pong < sink.pinged_at:
                     sink.close(errors.HEARTBEAT_TIMEOUT)

@@ -149,6 +149,47 @@ async def test_heartbeats_on_every_transport() -> None:
                 await ws.pong(msg.data)
 
 
+async def _open_idle(
+    port: int, path: str, n: int
+) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """``n`` raw connections to ``path``, each past its response headers."""
+    conns = []
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        conns.append((reader, writer))
+    return conns
+
+
+async def test_idle_sse_streams_get_heartbeats_from_the_one_loop_and_run_no_task() -> None:
+    heartbeat = 0.3
+    n = 20
+    async with start_gateway(topics=("news",), heartbeat=heartbeat) as gw:
+        counts = gw.context.hub.subscriber_counts
+        # Nothing runs for an idle SSE stream beyond what aiohttp runs for any
+        # connection: as many tasks as for idle chunked streams, no ping task
+        # (aiohttp-sse's EventSourceResponse would start one per connection).
+        tasks_before = len(asyncio.all_tasks())
+        chunked = await _open_idle(gw.port, "/chunked/news", n)
+        await wait_for(lambda: counts("news")["chunked"] == n)
+        tasks_chunked = len(asyncio.all_tasks()) - tasks_before
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        sse = await _open_idle(gw.port, "/sse/news", n)
+        await wait_for(lambda: counts("news")["sse"] == n)
+        tasks = asyncio.all_tasks()
+        assert len(tasks) - tasks_before - tasks_chunked == tasks_chunked
+        assert not [t for t in tasks if "_ping" in getattr(t.get_coro(), "__qualname__", "")]
+        # Every idle SSE stream gets the comment within one heartbeat interval.
+        for reader, _ in sse:
+            await asyncio.wait_for(reader.readuntil(b"\r\n: ping\n\n\r\n"), TIMEOUT)
+        assert loop.time() - start < heartbeat + TIMEOUT / 40
+        for _, writer in chunked + sse:
+            writer.close()
+        await wait_for(lambda: not gw.context.sessions, what="the streams to end")
+
+
 async def test_ws_publish_command_reaches_other_transports() -> None:
     async with start_gateway(topics=("news",)) as gw:
         task = asyncio.create_task(read_until(gw.url, "chunked", "news", count=1))

@@ -1,13 +1,18 @@
 """``GET /sse/{topic}``: Server-Sent Events through aiohttp-sse.
 
 aiohttp-sse prepares the response (``text/event-stream``, no caching, no proxy
-buffering) and sends the heartbeat comments; message events are written by the
-sink from bytes shared with every other SSE subscriber.
+buffering, ``TCP_USER_TIMEOUT``); message events are written by the sink from
+bytes shared with every other SSE subscriber, and the heartbeat comments by the
+gateway's one heartbeat loop (:func:`gateway.app._heartbeats`), so nothing runs
+per idle SSE connection.
 """
 
 from __future__ import annotations
 
+from types import TracebackType
+
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp_sse import EventSourceResponse
 
 from ..context import CONTEXT
@@ -17,7 +22,51 @@ from ..responses import error_response
 from .common import end_http_stream, final_control, open_stream, parse_stream_request, run_to_end
 from .sink import DirectSink
 
-__all__ = ["handle_sse"]
+__all__ = ["QuietEventSourceResponse", "handle_sse"]
+
+
+class QuietEventSourceResponse(EventSourceResponse):
+    """An ``EventSourceResponse`` without aiohttp-sse's ping task.
+
+    aiohttp-sse starts one sleeping task per connection to send ``: ping``
+    comments (about 1.5 KiB each while idle); the gateway's heartbeat loop
+    writes the same comment to every SSE stream instead. Without the task,
+    "streaming" means prepared and the socket open; ``stop_streaming`` has
+    nothing to stop, and ``wait`` is not supported (the sink's ``done`` future
+    says when a stream ends).
+    """
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return await super().prepare(request)  # aiohttp-sse's "still connected?" check
+        if not self._allow_all_methods and request.method != "GET":
+            raise web.HTTPMethodNotAllowed(request.method, ("GET",))
+        self._set_tcp_user_timeout(request)
+        writer = await web.StreamResponse.prepare(self, request)
+        self.enable_chunked_encoding()
+        return writer
+
+    def is_connected(self) -> bool:
+        req = self._req
+        if not self.prepared or req is None:
+            return False
+        transport = req.transport
+        return transport is not None and not transport.is_closing()
+
+    def stop_streaming(self) -> None:
+        if not self.prepared:
+            raise RuntimeError("Response is not started")
+
+    async def wait(self) -> None:
+        raise NotImplementedError("no ping task to wait for: wait on the stream's sink")
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop_streaming()
 
 
 async def handle_sse(request: web.Request) -> web.StreamResponse:
@@ -33,7 +82,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
         # EventSource fail the connection for good instead of reconnecting.
         return web.Response(status=204)
 
-    resp = EventSourceResponse(sep="\n", ping_interval=settings.heartbeat)
+    resp = QuietEventSourceResponse(sep="\n")
     await resp.prepare(request)
     sink = DirectSink(
         request,
@@ -44,10 +93,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
         write_timeout=settings.write_timeout,
         first_prefix=sse_retry_field(settings.retry_ms),
     )
-    try:
-        reason, last_id = await run_to_end(ctx, sink, req, stream)
-    finally:
-        resp.stop_streaming()
+    reason, last_id = await run_to_end(ctx, sink, req, stream)
 
     type, body = final_control(reason, last_id, settings.retry_ms)
     retry = settings.retry_ms if reason.reconnect else None
