@@ -127,6 +127,8 @@ def full(args: argparse.Namespace) -> int:
             gateway_kind(args.write_delay, repo=args.gateway_from),
             KINDS["baseline"],
         ]
+        if args.asyncio:
+            kinds.insert(2, gateway_kind(0.0, repo=args.gateway_from, loop="asyncio"))
         if "sse" in args.transports:
             kinds += [KINDS["starlette"], KINDS["starlette-plain"]]
         rows += run_matrix(kinds, tuple(args.transports), cfg, _log)
@@ -160,6 +162,9 @@ def _memory_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
         rows.append(
             measure_memory(gateway_kind(0.0, repo=args.gateway_from), t, cfg.memory_steps, _log)
         )
+        if args.asyncio:
+            other = gateway_kind(0.0, repo=args.gateway_from, loop="asyncio")
+            rows.append(measure_memory(other, t, cfg.memory_steps[:2], _log))
         for spec in args.compare:
             tag, _, path = spec.partition("=")
             other = gateway_kind(0.0, repo=path, tag=tag)
@@ -240,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="full mode: also measure idle memory of the gateway from another checkout "
         "(e.g. `git archive REV | tar -x -C PATH`), to show what a change did (repeatable)",
+    )
+    parser.add_argument(
+        "--asyncio",
+        action="store_true",
+        help="full mode: also measure the gateway on asyncio's own loop (--loop asyncio), "
+        "to show what uvloop does",
     )
     parser.add_argument(
         "--no-pin",

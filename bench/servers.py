@@ -30,11 +30,21 @@ class ServerKind:
 
 
 def gateway_kind(
-    write_delay: float, max_queue_bytes: int | None = None, repo: str | None = None, tag: str = ""
+    write_delay: float,
+    max_queue_bytes: int | None = None,
+    repo: str | None = None,
+    tag: str = "",
+    loop: str = "auto",
 ) -> ServerKind:
-    """The gateway under test; ``repo``/``tag`` run another checkout of it, to compare."""
+    """The gateway under test; ``repo``/``tag`` run another checkout of it, to compare.
+
+    ``loop``: its ``--loop`` ('auto' is uvloop, installed with the gateway).
+    """
     label = "streamgate" if not write_delay else f"streamgate wd={write_delay * 1000:g}ms"
     name = "gateway" if not write_delay else f"gateway-wd{write_delay * 1000:g}"
+    if loop != "auto":
+        label += f" {loop} loop"
+        name += f"-{loop}"
     return ServerKind(
         name=name + (f"@{tag}" if tag else ""),
         label=label + (f" @{tag}" if tag else ""),
@@ -49,6 +59,7 @@ def gateway_kind(
             "--write-delay",
             str(write_delay),
             *(("--max-queue-bytes", str(max_queue_bytes)) if max_queue_bytes else ()),
+            *(("--loop", loop) if loop != "auto" else ()),
             "--log-level",
             "warning",
         ),
