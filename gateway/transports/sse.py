@@ -1,10 +1,10 @@
 """``GET /sse/{topic}``: Server-Sent Events through aiohttp-sse.
 
 aiohttp-sse prepares the response (``text/event-stream``, no caching, no proxy
-buffering, ``TCP_USER_TIMEOUT``); message events are written by the sink from
-bytes shared with every other SSE subscriber, and the heartbeat comments by the
-gateway's one heartbeat loop (:func:`gateway.app._heartbeats`), so nothing runs
-per idle SSE connection.
+buffering; since aiohttp-sse 3.0 also ``TCP_USER_TIMEOUT``); message events are
+written by the sink from bytes shared with every other SSE subscriber, and the
+heartbeat comments by the gateway's one heartbeat loop
+(:func:`gateway.app._heartbeats`), so nothing runs per idle SSE connection.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ class QuietEventSourceResponse(EventSourceResponse):
             return await super().prepare(request)  # aiohttp-sse's "still connected?" check
         if not self._allow_all_methods and request.method != "GET":
             raise web.HTTPMethodNotAllowed(request.method, ("GET",))
-        self._set_tcp_user_timeout(request)
+        set_user_timeout = getattr(self, "_set_tcp_user_timeout", None)  # aiohttp-sse >= 3.0
+        if set_user_timeout is not None:
+            set_user_timeout(request)
         writer = await web.StreamResponse.prepare(self, request)
         self.enable_chunked_encoding()
         return writer
