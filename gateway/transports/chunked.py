@@ -8,7 +8,14 @@ from ..context import CONTEXT
 from ..errors import BadRequest, StreamgateError
 from ..framing import JSON_CLOSE, JSON_OPEN, NDJSON_HEARTBEAT, Format, encode_control
 from ..responses import error_response
-from .common import end_http_stream, final_control, open_stream, parse_stream_request, run_to_end
+from .common import (
+    end_http_stream,
+    final_control,
+    open_stream,
+    parse_stream_request,
+    run_to_end,
+    start_response,
+)
 from .sink import DirectSink
 
 __all__ = ["HEARTBEAT", "handle_chunked"]
@@ -40,7 +47,7 @@ async def handle_chunked(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     resp.content_type = _CONTENT_TYPES[fmt]
     resp.charset = "utf-8"
-    await resp.prepare(request)
+    await start_response(resp, request)
     sink = DirectSink(
         request,
         transport_name="chunked",

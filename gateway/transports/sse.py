@@ -19,7 +19,14 @@ from ..context import CONTEXT
 from ..errors import StreamgateError
 from ..framing import Format, encode_control, sse_retry_field
 from ..responses import error_response
-from .common import end_http_stream, final_control, open_stream, parse_stream_request, run_to_end
+from .common import (
+    end_http_stream,
+    final_control,
+    open_stream,
+    parse_stream_request,
+    run_to_end,
+    start_response,
+)
 from .sink import DirectSink
 
 __all__ = ["QuietEventSourceResponse", "handle_sse"]
@@ -85,7 +92,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)
 
     resp = QuietEventSourceResponse(sep="\n")
-    await resp.prepare(request)
+    await start_response(resp, request)
     sink = DirectSink(
         request,
         transport_name="sse",

@@ -29,6 +29,7 @@ from .common import (
     open_stream,
     parse_stream_request,
     run_stream,
+    start_response,
     start_subscription,
 )
 from .sink import DirectSink
@@ -58,7 +59,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         compress=False,  # streams are never compressed (and frames are shared)
         max_msg_size=settings.max_message_bytes + FRAME_OVERHEAD,
     )
-    await ws.prepare(request)
+    await start_response(ws, request)
     sink = DirectSink(
         request,
         transport_name="ws",
