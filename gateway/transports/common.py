@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -44,6 +45,9 @@ TOPIC_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 RESERVED_PARAMS = frozenset({"since", "limit", "format"})
 YIELD_EVERY = 64
 """A per-connection pump gives other connections a turn at least this often."""
+NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+"""The query of a URL without one, and the parameters of a shared topic: one
+object for every such stream, none made per connection."""
 
 
 def validate_topic(name: str) -> str:
@@ -89,7 +93,8 @@ class StreamRequest:
     topic: str
     since: Key | None
     limit: int | None
-    params: dict[str, str]
+    params: Mapping[str, str]
+    """Parameters for a per-connection stream's generator (``NO_PARAMS`` otherwise)."""
     per_connection: bool
 
 
@@ -98,7 +103,8 @@ async def parse_stream_request(
 ) -> StreamRequest:
     """Validate everything before any byte of the stream goes out (400/404 JSON)."""
     topic = validate_topic(request.match_info["topic"])
-    query = request.query
+    # request.query parses and caches a dict even for an empty query string.
+    query = request.query if request.rel_url.raw_query_string else NO_PARAMS
     raw_since = query.get("since")
     if last_event_id:
         # WHATWG: EventSource reconnects to the *same URL* and sends the id of
@@ -110,7 +116,9 @@ async def parse_stream_request(
     per_connection = topic in ctx.streams
     if not per_connection:
         await ctx.require_topic(topic)
-    params = {k: v for k, v in query.items() if k not in RESERVED_PARAMS}
+    params = NO_PARAMS
+    if per_connection and query:
+        params = {k: v for k, v in query.items() if k not in RESERVED_PARAMS}
     return StreamRequest(topic, since, limit, params, per_connection)
 
 
