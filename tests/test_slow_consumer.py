@@ -51,6 +51,20 @@ async def flood_until_dropped(gw: GatewayUnderTest, transport: str) -> tuple[lis
     return published, peak
 
 
+async def read_ws_to_the_end(ws: websockets.ClientConnection) -> tuple[list[str], bytes]:
+    """Read until the server closes: the message ids, and the goodbye frame."""
+    got: list[str] = []
+    goodbye = b""
+    with pytest.raises(websockets.ConnectionClosed):
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                frame = await ws.recv(decode=False)
+                got += [m.decode() for m in ID_IN_JSON.findall(frame)]
+                if b'"type":"goodbye"' in frame:
+                    goodbye = frame
+    return got, goodbye
+
+
 @pytest.mark.parametrize("transport", ["chunked", "sse"])
 async def test_stalled_http_client_is_dropped_with_bounded_queue_then_resumes(
     transport: str,
@@ -98,15 +112,7 @@ async def test_stalled_ws_client_is_closed_4001_then_resumes() -> None:
             await wait_for(lambda: gw.context.hub.subscriber_counts("news")["ws"] == 1)
             published, peak = await flood_until_dropped(gw, "ws")
             assert peak <= limit + BATCH * 1200, peak
-            got: list[str] = []
-            goodbye = b""
-            with pytest.raises(websockets.ConnectionClosed):
-                async with asyncio.timeout(TIMEOUT):
-                    while True:
-                        frame = await ws.recv(decode=False)
-                        got += [m.decode() for m in ID_IN_JSON.findall(frame)]
-                        if b'"type":"goodbye"' in frame:
-                            goodbye = frame
+            got, goodbye = await read_ws_to_the_end(ws)
         assert ws.close_code == 4001
         assert b'"reason":"slow_consumer"' in goodbye
         assert got == published[: len(got)]
@@ -168,3 +174,22 @@ async def test_ws_client_flooding_pings_without_reading_is_bounded() -> None:
         writer.close()
         await wait_for(lambda: gw.context.disconnects["slow_consumer"] == 1)
         assert peak <= limit + 50 * 102, peak
+
+
+async def test_ws_client_stalled_during_replay_leaves_the_hub_and_gets_its_goodbye() -> None:
+    limit = 64 * 1024
+    async with start_gateway(topics=("news",), max_queue_bytes=limit, history_size=5_000) as gw:
+        published: list[str] = []
+        for _ in range(100):  # 5 MB of history: more than the socket buffers take
+            published += await gw.publish_batch("news", [PAYLOAD] * BATCH)
+        sock = await connect_small(gw.port)
+        async with websockets.connect(
+            f"{gw.ws_url}/ws/news?since=0-0", sock=sock, max_queue=1, max_size=None
+        ) as ws:
+            # Counted when the subscriber leaves the hub, before the client reads a byte.
+            await wait_for(lambda: gw.context.disconnects["slow_consumer"] == 1)
+            assert gw.context.hub.subscriber_counts("news")["ws"] == 0
+            got, goodbye = await read_ws_to_the_end(ws)
+        assert ws.close_code == 4001
+        assert b'"reason":"slow_consumer"' in goodbye
+        assert got == published[: len(got)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import aiohttp
 import orjson
@@ -188,6 +189,21 @@ async def test_idle_sse_streams_get_heartbeats_from_the_one_loop_and_run_no_task
         for _, writer in chunked + sse:
             writer.close()
         await wait_for(lambda: not gw.context.sessions, what="the streams to end")
+
+
+async def test_idle_ws_streams_keep_no_future_and_no_response_headers() -> None:
+    async with start_gateway(topics=("news",)) as gw, aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{gw.ws_url}/ws/news") as a, s.ws_connect(f"{gw.ws_url}/ws/news"):
+            await wait_for(lambda: gw.context.hub.subscriber_counts("news")["ws"] == 2)
+            sinks: list[Any] = list(gw.context.sessions)
+            for sink in sinks:
+                assert sink._done is None  # nothing waits on an idle WebSocket's end
+                assert not sink.ws.headers  # sent, then released
+            msg_id = await gw.publish("news", 1)
+            msg = await a.receive(timeout=TIMEOUT)
+            assert orjson.loads(msg.data)["id"] == msg_id
+        await wait_for(lambda: not gw.context.sessions, what="the streams to end")
+        assert gw.context.disconnects["client_gone"] == 2
 
 
 async def test_ws_publish_command_reaches_other_transports() -> None:

@@ -165,7 +165,7 @@ def end_subscription(
     sink.close(errors.CLIENT_GONE)  # no-op when the server already ended it
     ctx.hub.unsubscribe(sub)
     ctx.sessions.discard(sink)
-    reason = sink.done.result()
+    reason = sink.reason or errors.CLIENT_GONE  # set by the close() above at the latest
     ctx.disconnects[reason.reason] += 1
     return reason, sub.last_id
 
@@ -292,7 +292,7 @@ async def run_stream(
     finally:
         ctx.sessions.discard(sink)
         await _close_iterator(stream.iterator)
-    reason = sink.done.result() if sink.done.done() else errors.CLIENT_GONE
+    reason = sink.reason or errors.CLIENT_GONE
     ctx.disconnects[reason.reason] += 1
     return reason, last_id
 

@@ -43,19 +43,19 @@ class DirectSink:
     """Writes framed bytes for one connection; implements :class:`gateway.hub.Sink`."""
 
     __slots__ = (
+        "_done",
         "_prefix",
         "_protocol",
         "_stall_timer",
         "_strip",
         "closed",
-        "done",
         "fmt",
         "http_chunked",
         "last_pong",
         "loop",
         "max_queue_bytes",
         "pinged_at",
-        "request",
+        "reason",
         "transport",
         "transport_name",
         "write_timeout",
@@ -75,7 +75,6 @@ class DirectSink:
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("client went away before the stream started")
-        self.request = request
         self.transport: asyncio.Transport = transport
         self._protocol = request.protocol
         self.loop = asyncio.get_running_loop()
@@ -85,7 +84,9 @@ class DirectSink:
         self.max_queue_bytes = max_queue_bytes
         self.write_timeout = write_timeout
         self.closed = False
-        self.done: asyncio.Future[Disconnect] = self.loop.create_future()
+        self.reason: Disconnect | None = None
+        """Why the stream ended, once it has."""
+        self._done: asyncio.Future[Disconnect] | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
         # WebSocket liveness, kept by the heartbeat loop and the WS reader.
         self.pinged_at = 0.0
@@ -163,16 +164,32 @@ class DirectSink:
 
     # -- ending ----------------------------------------------------------------
 
+    @property
+    def done(self) -> asyncio.Future[Disconnect]:
+        """Resolves with the reason when the stream is over.
+
+        Made on first use: a WebSocket on a shared topic never waits on it, and
+        an idle connection is smaller without it.
+        """
+        done = self._done
+        if done is None:
+            done = self._done = self.loop.create_future()
+            if self.reason is not None:
+                done.set_result(self.reason)
+        return done
+
     def close(self, reason: Disconnect) -> None:
         """Mark the stream over; the handler waiting on ``done`` says goodbye."""
         if self.closed:
             return
         self.closed = True
+        self.reason = reason
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
-        if not self.done.done():
-            self.done.set_result(reason)
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(reason)
 
     def write_final(self, body: bytes) -> None:
         """Write the last format-framed bytes after ``close()`` (best effort).

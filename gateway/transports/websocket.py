@@ -2,8 +2,9 @@
 
 The client may send JSON commands (``ping``, ``publish``); a bad one gets an
 ``error`` frame and the connection stays open. Message frames are written by
-the sink from bytes shared with every other WebSocket subscriber; aiohttp
-handles the handshake, pings (the heartbeat), and the closing handshake.
+the sink from bytes shared with every other WebSocket subscriber, pings by the
+gateway's heartbeat loop; aiohttp handles the handshake and the closing
+handshake.
 """
 
 from __future__ import annotations
@@ -60,28 +61,21 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         max_msg_size=settings.max_message_bytes + FRAME_OVERHEAD,
     )
     await start_response(ws, request)
-    sink = DirectSink(
-        request,
-        transport_name="ws",
-        fmt=Format.WS,
-        http_chunked=False,
-        max_queue_bytes=settings.max_queue_bytes,
-        write_timeout=settings.write_timeout,
-    )
-    session = _Session(ctx, ws, sink)
+    sink = _WsSink(request, ctx, ws)
     # A shared topic needs no task of its own: the hub writes to the sink, this
-    # handler reads commands, and a callback starts the close when the server
+    # handler reads commands, and the sink starts the close when the server
     # ends the stream. A per-connection generator runs in a pump task.
     pump: asyncio.Task[tuple[Disconnect, str | None]] | None = None
     if not req.per_connection:
-        session.sub = await start_subscription(ctx, sink, req)
-        sink.done.add_done_callback(session.on_sink_done)
+        sink.sub = await start_subscription(ctx, sink, req)
+        if sink.reason is not None:  # ended during the replay
+            sink.on_closed(sink.reason)
     elif stream is None:
         sink.close(errors.STREAM_COMPLETE)
-        session.say_goodbye(errors.STREAM_COMPLETE, None)
+        sink.say_goodbye(errors.STREAM_COMPLETE, None)
     else:
         pump = asyncio.ensure_future(run_stream(ctx, sink, req, stream))
-        pump.add_done_callback(session.on_pump_done)
+        pump.add_done_callback(sink.on_pump_done)
     try:
         while True:
             msg = await ws.receive()
@@ -106,29 +100,53 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         sink.close(errors.CLIENT_GONE)
-        session.unsubscribe()
+        sink.unsubscribe()
         if pump is not None:
             if not pump.done():
                 pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump
-        if session.closer is not None:
+        if sink.closer is not None:
             with contextlib.suppress(Exception):
-                await session.closer
+                await sink.closer
     return ws
 
 
-class _Session:
-    """The glue of one WebSocket stream, slotted: idle connections stay small."""
+class _WsSink(DirectSink):
+    """A WebSocket stream's sink and the glue of its session, in one slotted
+    object: an idle connection stays small (no session object, no future, no
+    callback until the stream ends)."""
 
-    __slots__ = ("closer", "ctx", "sink", "sub", "ws")
+    __slots__ = ("closer", "ctx", "sub", "ws")
 
-    def __init__(self, ctx: Context, ws: web.WebSocketResponse, sink: DirectSink) -> None:
+    def __init__(self, request: web.Request, ctx: Context, ws: web.WebSocketResponse) -> None:
+        settings = ctx.settings
+        super().__init__(
+            request,
+            transport_name="ws",
+            fmt=Format.WS,
+            http_chunked=False,
+            max_queue_bytes=settings.max_queue_bytes,
+            write_timeout=settings.write_timeout,
+        )
         self.ctx = ctx
         self.ws = ws
-        self.sink = sink
         self.sub: Subscriber | None = None
         self.closer: asyncio.Task[None] | None = None
+
+    def close(self, reason: Disconnect) -> None:
+        if self.closed:
+            return
+        super().close(reason)
+        if self.sub is not None:
+            # The hub must stop counting this subscriber now, not after a closing
+            # handshake that a stalled client may never finish; but not from
+            # inside the hub's flush that may have called this.
+            self.loop.call_soon(self.on_closed, reason)
+
+    def on_closed(self, reason: Disconnect) -> None:
+        last_id = self.unsubscribe()
+        self.say_goodbye(reason, last_id)
 
     def unsubscribe(self) -> str | None:
         """Leave the hub at once (idempotent); returns the last id written."""
@@ -136,21 +154,15 @@ class _Session:
         if sub is None:
             return None
         self.sub = None
-        return end_subscription(self.ctx, self.sink, sub)[1]
+        return end_subscription(self.ctx, self, sub)[1]
 
     def say_goodbye(self, reason: Disconnect, last_id: str | None) -> None:
         """The server ends the stream: goodbye/end frame, then the close handshake."""
         if reason is errors.CLIENT_GONE or self.ws.closed or self.closer is not None:
             return
         self.closer = asyncio.ensure_future(
-            _close(self.ws, self.sink, reason, last_id, self.ctx.settings.retry_ms)
+            _close(self.ws, self, reason, last_id, self.ctx.settings.retry_ms)
         )
-
-    def on_sink_done(self, fut: asyncio.Future[Disconnect]) -> None:
-        # The hub must stop counting this subscriber now, not after a closing
-        # handshake that a stalled client may never finish.
-        last_id = self.unsubscribe()
-        self.say_goodbye(fut.result(), last_id)
 
     def on_pump_done(self, fut: asyncio.Future[tuple[Disconnect, str | None]]) -> None:
         if not fut.cancelled() and fut.exception() is None:
