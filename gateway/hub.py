@@ -106,7 +106,8 @@ class Subscriber:
         self.cursor: Key = (0, 0)
         self.remaining = limit
         self.state = _REPLAY
-        self.backlog: list[Message] = []
+        self.backlog: list[Message] | None = None
+        """What arrived during the replay; no list at all once live or never needed."""
         self.backlog_bytes = 0
         self.max_backlog_bytes = max_backlog_bytes
 
@@ -121,6 +122,8 @@ class Subscriber:
             else:
                 self.write(batch.messages)
         elif self.state == _REPLAY:
+            if self.backlog is None:
+                self.backlog = []
             self.backlog.extend(batch.messages)
             self.backlog_bytes += batch.size
             if self.backlog_bytes > self.max_backlog_bytes:
@@ -225,7 +228,7 @@ class Hub:
                 await sub.sink.drain()
         # Go live: what arrived during the replay, then the shared batches.
         while sub.backlog and not sub.sink.closed:
-            backlog, sub.backlog, sub.backlog_bytes = sub.backlog, [], 0
+            backlog, sub.backlog, sub.backlog_bytes = sub.backlog, None, 0
             sub.write(backlog)
             await sub.sink.drain()
         if not sub.sink.closed:
