@@ -135,7 +135,7 @@ async def _say_goodbye(app: web.Application) -> None:
     for sink in list(ctx.sessions):
         sink.close(errors.SHUTDOWN)
     deadline = time.monotonic() + ctx.settings.grace * 0.6
-    while ctx.sessions and time.monotonic() < deadline:  # noqa: ASYNC110 (a set, no event)
+    while ctx.sessions and time.monotonic() < deadline:  # noqa: ASYNC110 (a dict, no event)
         await asyncio.sleep(0.02)
 
 

@@ -149,7 +149,7 @@ async def start_subscription(ctx: Context, sink: DirectSink, req: StreamRequest)
     sub = Subscriber(
         sink, req.topic, limit=req.limit, max_backlog_bytes=ctx.settings.max_queue_bytes
     )
-    ctx.sessions.add(sink)
+    ctx.sessions[sink] = None
     try:
         await ctx.hub.subscribe(sub, req.since)
     except BaseException:
@@ -164,7 +164,7 @@ def end_subscription(
     """Unregister; returns why the stream ended and the last id written."""
     sink.close(errors.CLIENT_GONE)  # no-op when the server already ended it
     ctx.hub.unsubscribe(sub)
-    ctx.sessions.discard(sink)
+    ctx.sessions.pop(sink, None)
     reason = sink.reason or errors.CLIENT_GONE  # set by the close() above at the latest
     ctx.disconnects[reason.reason] += 1
     return reason, sub.last_id
@@ -252,7 +252,7 @@ async def run_stream(
             me.cancel()
 
     sink.done.add_done_callback(on_done)
-    ctx.sessions.add(sink)
+    ctx.sessions[sink] = None
     try:
         while True:
             position += 1
@@ -290,7 +290,7 @@ async def run_stream(
         sink.write_control("error", control_json("error", code="stream_failed", message=str(exc)))
         sink.close(errors.SOURCE_FAILED)
     finally:
-        ctx.sessions.discard(sink)
+        ctx.sessions.pop(sink, None)
         await _close_iterator(stream.iterator)
     reason = sink.reason or errors.CLIENT_GONE
     ctx.disconnects[reason.reason] += 1
