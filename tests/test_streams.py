@@ -191,7 +191,7 @@ async def test_idle_sse_streams_get_heartbeats_from_the_one_loop_and_run_no_task
         await wait_for(lambda: not gw.context.sessions, what="the streams to end")
 
 
-async def test_idle_ws_streams_keep_no_future_and_no_response_headers() -> None:
+async def test_idle_ws_streams_keep_no_future_and_share_the_writers_unused_state() -> None:
     async with start_gateway(topics=("news",)) as gw, aiohttp.ClientSession() as s:
         async with s.ws_connect(f"{gw.ws_url}/ws/news") as a, s.ws_connect(f"{gw.ws_url}/ws/news"):
             await wait_for(lambda: gw.context.hub.subscriber_counts("news")["ws"] == 2)
@@ -199,6 +199,9 @@ async def test_idle_ws_streams_keep_no_future_and_no_response_headers() -> None:
             for sink in sinks:
                 assert sink._done is None  # nothing waits on an idle WebSocket's end
                 assert not sink.ws.headers  # sent, then released
+            first, second = (sink.ws._writer for sink in sinks)
+            assert first.get_random_bits is second.get_random_bits
+            assert first._background_tasks is second._background_tasks
             msg_id = await gw.publish("news", 1)
             msg = await a.receive(timeout=TIMEOUT)
             assert orjson.loads(msg.data)["id"] == msg_id
