@@ -52,6 +52,7 @@ __all__ = [
     "PubConfig",
     "SubConfig",
     "publisher_main",
+    "request_bytes",
     "slow_reader_main",
     "subscriber_main",
 ]
@@ -97,7 +98,7 @@ class SubConfig:
     """Handshakes outstanding at once (keeps the server's accept queue short)."""
 
 
-def _request(cfg: SubConfig) -> bytes:
+def request_bytes(cfg: SubConfig) -> bytes:
     if cfg.transport == "raw":
         return b""
     head = f"GET {cfg.path} HTTP/1.1\r\nHost: {HOST}:{cfg.port}\r\n"
@@ -159,7 +160,7 @@ def subscriber_main(
     lat_max = 0.0
     khist: Counter[int] = Counter()
     klat_max = 0.0
-    request = _request(cfg)
+    request = request_bytes(cfg)
     is_ws = cfg.transport == "ws"
     count = PATTERN
     plen = len(PATTERN) - 1

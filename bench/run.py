@@ -9,10 +9,16 @@ deadline.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import multiprocessing as mp
+import os
 import queue
+import select
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -64,6 +70,8 @@ class Config:
     sub_workers: int = 4
     spin: float = 0.002
     """Subscribers poll without blocking this long after data (see load.SubConfig.spin)."""
+    c_subscribers: bool = True
+    """Latency with bench/latsub.c (built with the machine's C compiler, if any)."""
 
 
 @dataclass
@@ -283,14 +291,73 @@ def _percentile(hist: Counter[int], total: int, q: float) -> float:
     return 0.0
 
 
-def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Config) -> Row:
-    """Publish -> receipt at a steady rate; every delivery is timed."""
+def latsub_binary() -> str | None:
+    """Build ``latsub.c`` (the C latency subscribers) once; None without a C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "latsub.c")
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    out = os.path.join(tempfile.gettempdir(), f"streamgate-latsub-{digest}")
+    if not os.path.exists(out):
+        tmp = f"{out}.{os.getpid()}"
+        done = subprocess.run([cc, "-O2", "-o", tmp, src], capture_output=True, timeout=120)
+        if done.returncode != 0:
+            return None
+        os.replace(tmp, out)
+    return out
+
+
+class _CSubscribers:
+    """``latsub`` in a process of its own: ready, start, stop -> histograms."""
+
+    def __init__(self, binary: str, port: int, transport: str, n: int, cfg: Config) -> None:
+        request = load.request_bytes(load.SubConfig(port, transport, _stream_path(transport), n))
+        self.proc = subprocess.Popen(
+            [binary, str(port), str(n), str(cfg.latency_seconds + 20.0), request.decode()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.pids = [self.proc.pid]
+        line = self._line(60.0)
+        if not line.startswith("ready ") or int(line.split()[1]) < n:
+            self.stop()
+            raise RuntimeError(f"latsub: {line.strip() or 'no answer'} (wanted {n})")
+
+    def _line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline() if ready else ""
+
+    def command(self, word: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(word + "\n")
+        self.proc.stdin.flush()
+
+    def results(self) -> tuple[int, Counter[int], float, Counter[int], float]:
+        self.command("stop")
+        parts = self._line(20.0).split()
+        if not parts or parts[0] != "result":
+            raise RuntimeError("latsub gave no result")
+        delivered, max_app, max_sock = int(parts[1]), float(parts[4]), float(parts[5])
+        hist: Counter[int] = Counter()
+        khist: Counter[int] = Counter()
+        rest = parts[6:]
+        for i in range(0, len(rest), 3):
+            (hist if rest[i] == "a" else khist)[int(rest[i + 1])] += int(rest[i + 2])
+        return delivered, hist, max_app, khist, max_sock
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10.0)
+
+
+def _publish_paced(server: Server, cfg: Config) -> tuple[int, int]:
+    """One publisher on a fixed schedule: (scheduled, published)."""
     count = int(cfg.latency_rate * cfg.latency_seconds)
-    d0 = subs.total(load.C_DELIVERED)
-    s0 = ProcSample.take([server.pid, *subs.pids])
-    k_0 = cores_busy(SERVER_CPUS)
-    subs.ctrl.value = load.LAT_ON
-    time.sleep(0.2)  # every worker has seen the switch
     pubs = start_publishers(
         [
             load.PubConfig(
@@ -306,23 +373,45 @@ def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Co
     try:
         for p in pubs.procs:
             p.join(cfg.latency_seconds + 12.0)
-        published = pubs.total(load.C_MESSAGES)
+        return count, pubs.total(load.C_MESSAGES)
     finally:
         pubs.stop()
-    wait_quiet(subs, load.C_DELIVERED, quiet=0.5)
-    s1 = ProcSample.take([server.pid, *subs.pids])
-    k_1 = cores_busy(SERVER_CPUS)
-    subs.ctrl.value = load.LAT_DUMP
+
+
+def measure_latency(
+    server: Server, subs: Fleet | _CSubscribers, transport: str, n: int, cfg: Config
+) -> Row:
+    """Publish -> receipt at a steady rate; every delivery is timed."""
+    d0 = subs.total(load.C_DELIVERED) if isinstance(subs, Fleet) else 0
+    s0 = ProcSample.take([server.pid, *subs.pids])
+    k_0 = cores_busy(SERVER_CPUS)
+    if isinstance(subs, Fleet):
+        subs.ctrl.value = load.LAT_ON
+    else:
+        subs.command("start")
+    time.sleep(0.2)  # every worker has seen the switch
+    count, published = _publish_paced(server, cfg)
     hist: Counter[int] = Counter()
     khist: Counter[int] = Counter()
     lat_max = klat_max = 0.0
-    for _ in subs.procs:
-        _slot, part, part_max, kpart, kpart_max = subs.results.get(timeout=10.0)
-        hist.update(part)
-        lat_max = max(lat_max, part_max)
-        khist.update(kpart)
-        klat_max = max(klat_max, kpart_max)
-    subs.ctrl.value = load.LAT_OFF
+    if isinstance(subs, Fleet):
+        wait_quiet(subs, load.C_DELIVERED, quiet=0.5)
+    else:
+        time.sleep(0.5)  # the last messages' fan-out (a few ms) is long over
+    s1 = ProcSample.take([server.pid, *subs.pids])
+    k_1 = cores_busy(SERVER_CPUS)
+    if isinstance(subs, Fleet):
+        subs.ctrl.value = load.LAT_DUMP
+        for _ in subs.procs:
+            _slot, part, part_max, kpart, kpart_max = subs.results.get(timeout=10.0)
+            hist.update(part)
+            lat_max = max(lat_max, part_max)
+            khist.update(kpart)
+            klat_max = max(klat_max, kpart_max)
+        subs.ctrl.value = load.LAT_OFF
+        received = subs.total(load.C_DELIVERED) - d0
+    else:
+        received, hist, lat_max, khist, klat_max = subs.results()
     total = sum(hist.values())
     wall = s1.wall - s0.wall
     server_cpu_s = s1.cpu_since(s0, [server.pid])
@@ -332,11 +421,12 @@ def measure_latency(server: Server, subs: Fleet, transport: str, n: int, cfg: Co
         "label": server.kind.label,
         "transport": transport,
         "n": n,
+        "subscribers": "python" if isinstance(subs, Fleet) else "c",
         "rate": cfg.latency_rate,
         "scheduled": count,
         "published": published,
         "expected": published * n,
-        "received": subs.total(load.C_DELIVERED) - d0,
+        "received": received,
         "timed": total,
         # Received by the subscriber process (after its recvmsg()) ...
         "p50_ms": _percentile(hist, total, 0.50),
@@ -369,6 +459,17 @@ def wait_server_idle(server: Server, timeout: float = 20.0) -> None:
 
 def _phase(server: Server, transport: str, n: int, phase: str, cfg: Config, log: Log) -> Row:
     """One figure with a fresh set of subscribers (no backlog from the last one)."""
+    binary = latsub_binary() if phase == "latency" and cfg.c_subscribers else None
+    if binary is not None:
+        csubs = _CSubscribers(binary, server.port, transport, n, cfg)
+        try:
+            time.sleep(0.3)
+            row = measure_latency(server, csubs, transport, n, cfg)
+            log(_fmt_latency(row))
+            return row
+        finally:
+            csubs.stop()
+            wait_server_idle(server)
     subs = start_subscribers(
         server.port,
         transport,

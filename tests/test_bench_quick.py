@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bench import report
+from bench import report, run
 from bench.baseline import build_app
 from bench.common import PATTERN
 from tests.helpers import TIMEOUT, start_gateway
@@ -132,3 +133,31 @@ async def test_bench_subscribers_count_every_delivery(transport: str) -> None:
             assert subs.total(load.C_FAILED) == 0 and subs.total(load.C_CLOSED) == 0
         finally:
             subs.stop()
+
+
+@pytest.mark.skipif(run.latsub_binary() is None, reason="no C compiler to build bench/latsub.c")
+@pytest.mark.parametrize("transport", ["chunked", "sse", "ws"])
+async def test_c_latency_subscribers_time_every_delivery(transport: str) -> None:
+    """bench/latsub.c against a real gateway: every message on every stream is
+    counted once, and timed at the socket and in the process."""
+    cfg = run.Config(latency_seconds=5.0)
+    binary = run.latsub_binary()
+    assert binary is not None
+    async with start_gateway(topics=("bench",)) as gw:
+        subs = await asyncio.to_thread(run._CSubscribers, binary, gw.port, transport, 3, cfg)
+        try:
+            subs.command("start")
+            await asyncio.sleep(0.2)
+            for _ in range(10):
+                t0 = time.time() * 1000.0
+                body = b'{"t0":%.3f}' % t0
+                async with gw.session.post(f"{gw.url}/topics/bench", data=body) as posted:
+                    assert posted.status == 201
+            await asyncio.sleep(0.3)
+            delivered, hist, lat_max, khist, klat_max = await asyncio.to_thread(subs.results)
+        finally:
+            subs.stop()
+    assert delivered == 30
+    assert sum(hist.values()) == sum(khist.values()) == 30
+    # Loopback: every delivery well under a second, the socket no later than the process.
+    assert 0 < klat_max <= lat_max < 1000
