@@ -102,19 +102,32 @@ def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]
     return background
 
 
+HEARTBEAT_SLICES = 16
+"""The heartbeat loop wakes this many times per ``--heartbeat`` interval and
+serves one slice of the connections each time, so 10,000 WebSockets do not all
+get a ping (and answer with a pong) in the same loop turn."""
+
+
 async def _heartbeats(ctx: Context) -> None:
     """One loop for every heartbeat: a blank line on chunked streams, a ``: ping``
     comment on SSE streams, a ping frame on WebSockets. No connection has a
     timer or a task of its own for it.
 
-    A WebSocket that has not answered the previous ping (RFC 6455 section 5.5.2)
-    by the next one is dropped as dead.
+    Each connection belongs to one of ``HEARTBEAT_SLICES`` slices (by its hash,
+    fixed for its life) and gets its heartbeat once per interval, when its slice
+    comes round. A WebSocket that has not answered the previous ping (RFC 6455
+    section 5.5.2) by the next one is dropped as dead.
     """
     loop = asyncio.get_running_loop()
+    tick = ctx.settings.heartbeat / HEARTBEAT_SLICES
+    turn = 0
     while True:
-        await asyncio.sleep(ctx.settings.heartbeat)
+        await asyncio.sleep(tick)
+        turn = (turn + 1) % HEARTBEAT_SLICES
         now = loop.time()
         for sink in list(ctx.sessions):
+            if hash(sink) % HEARTBEAT_SLICES != turn:
+                continue
             kind = sink.transport_name
             if kind == "chunked":
                 sink.write_raw(HEARTBEAT)

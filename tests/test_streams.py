@@ -11,6 +11,7 @@ import orjson
 import pytest
 import websockets
 
+from gateway.app import HEARTBEAT_SLICES
 from tests import sample_sources
 from tests.helpers import TIMEOUT, start_gateway, wait_for
 from tests.wire import read_until
@@ -148,6 +149,33 @@ async def test_heartbeats_on_every_transport() -> None:
                 msg = await ws.receive(timeout=TIMEOUT)
                 assert msg.type is aiohttp.WSMsgType.PING
                 await ws.pong(msg.data)
+
+
+async def test_websocket_pings_are_spread_over_the_interval() -> None:
+    """The heartbeat loop pings one slice of the connections per turn, not all at
+    once; every WebSocket still gets a ping each interval and, answering, stays."""
+    heartbeat = 0.8
+    n = 24
+    async with start_gateway(topics=("news",), heartbeat=heartbeat) as gw:
+        async with aiohttp.ClientSession() as s:
+            sockets = [await s.ws_connect(f"{gw.ws_url}/ws/news", autoping=False) for _ in range(n)]
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for _ in range(2):  # two intervals: pings, pongs, nobody dropped
+                for ws in sockets:
+                    msg = await ws.receive(timeout=heartbeat + TIMEOUT)
+                    assert msg.type is aiohttp.WSMsgType.PING
+                    await ws.pong(msg.data)
+            assert loop.time() - start < 2 * heartbeat + TIMEOUT
+            sinks: list[Any] = list(gw.context.sessions)
+            assert len(sinks) == n
+            # One loop turn stamps all the sinks it pings with the same time.
+            assert len({sink.pinged_at for sink in sinks}) > 1
+            assert len({hash(sink) % HEARTBEAT_SLICES for sink in sinks}) > 1
+            for ws in sockets:
+                await ws.close()
+        await wait_for(lambda: not gw.context.sessions, what="the streams to end")
+        assert gw.context.disconnects.get("heartbeat_timeout", 0) == 0
 
 
 async def _open_idle(
