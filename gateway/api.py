@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,8 +27,15 @@ BATCH_MAX_ITEMS = 10_000
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes (413) without buffering it."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"body is {request.content_length} bytes; the limit is {limit}")
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise PayloadTooLarge(f"body is {length} bytes; the limit is {limit}")
+        # The parser stops at Content-Length: one read, no streaming loop.
+        try:
+            return await request.content.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:
+            raise BadRequest("the body is shorter than its Content-Length") from None
     body = bytearray()
     async for chunk in request.content.iter_any():
         body += chunk
