@@ -94,6 +94,32 @@ class Fleet:
     def alive(self) -> bool:
         return any(p.is_alive() for p in self.procs)
 
+    # -- latency recording (the same three calls as _CSubscribers) -------------
+    kind = "python"
+    _lat_d0: int = 0
+
+    def latency_start(self) -> None:
+        self._lat_d0 = self.total(load.C_DELIVERED)
+        self.ctrl.value = load.LAT_ON
+
+    def latency_settle(self) -> None:
+        wait_quiet(self, load.C_DELIVERED, quiet=0.5)
+
+    def latency_results(self) -> tuple[int, Counter[int], float, Counter[int], float]:
+        """(received, in-process histogram, its max, socket histogram, its max)."""
+        hist: Counter[int] = Counter()
+        khist: Counter[int] = Counter()
+        lat_max = klat_max = 0.0
+        self.ctrl.value = load.LAT_DUMP
+        for _ in self.procs:
+            _slot, part, part_max, kpart, kpart_max = self.results.get(timeout=10.0)
+            hist.update(part)
+            lat_max = max(lat_max, part_max)
+            khist.update(kpart)
+            klat_max = max(klat_max, kpart_max)
+        self.ctrl.value = load.LAT_OFF
+        return self.total(load.C_DELIVERED) - self._lat_d0, hist, lat_max, khist, klat_max
+
     def stop(self, timeout: float = 5.0) -> None:
         if self.stop_event is not None:
             self.stop_event.set()
@@ -331,12 +357,20 @@ class _CSubscribers:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         return self.proc.stdout.readline() if ready else ""
 
+    kind = "c"
+
     def command(self, word: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(word + "\n")
         self.proc.stdin.flush()
 
-    def results(self) -> tuple[int, Counter[int], float, Counter[int], float]:
+    def latency_start(self) -> None:
+        self.command("start")
+
+    def latency_settle(self) -> None:
+        time.sleep(0.5)  # the last messages' fan-out (a few ms) is long over
+
+    def latency_results(self) -> tuple[int, Counter[int], float, Counter[int], float]:
         self.command("stop")
         parts = self._line(20.0).split()
         if not parts or parts[0] != "result":
@@ -382,36 +416,15 @@ def measure_latency(
     server: Server, subs: Fleet | _CSubscribers, transport: str, n: int, cfg: Config
 ) -> Row:
     """Publish -> receipt at a steady rate; every delivery is timed."""
-    d0 = subs.total(load.C_DELIVERED) if isinstance(subs, Fleet) else 0
     s0 = ProcSample.take([server.pid, *subs.pids])
     k_0 = cores_busy(SERVER_CPUS)
-    if isinstance(subs, Fleet):
-        subs.ctrl.value = load.LAT_ON
-    else:
-        subs.command("start")
+    subs.latency_start()
     time.sleep(0.2)  # every worker has seen the switch
     count, published = _publish_paced(server, cfg)
-    hist: Counter[int] = Counter()
-    khist: Counter[int] = Counter()
-    lat_max = klat_max = 0.0
-    if isinstance(subs, Fleet):
-        wait_quiet(subs, load.C_DELIVERED, quiet=0.5)
-    else:
-        time.sleep(0.5)  # the last messages' fan-out (a few ms) is long over
+    subs.latency_settle()
     s1 = ProcSample.take([server.pid, *subs.pids])
     k_1 = cores_busy(SERVER_CPUS)
-    if isinstance(subs, Fleet):
-        subs.ctrl.value = load.LAT_DUMP
-        for _ in subs.procs:
-            _slot, part, part_max, kpart, kpart_max = subs.results.get(timeout=10.0)
-            hist.update(part)
-            lat_max = max(lat_max, part_max)
-            khist.update(kpart)
-            klat_max = max(klat_max, kpart_max)
-        subs.ctrl.value = load.LAT_OFF
-        received = subs.total(load.C_DELIVERED) - d0
-    else:
-        received, hist, lat_max, khist, klat_max = subs.results()
+    received, hist, lat_max, khist, klat_max = subs.latency_results()
     total = sum(hist.values())
     wall = s1.wall - s0.wall
     server_cpu_s = s1.cpu_since(s0, [server.pid])
@@ -421,7 +434,7 @@ def measure_latency(
         "label": server.kind.label,
         "transport": transport,
         "n": n,
-        "subscribers": "python" if isinstance(subs, Fleet) else "c",
+        "subscribers": subs.kind,
         "rate": cfg.latency_rate,
         "scheduled": count,
         "published": published,

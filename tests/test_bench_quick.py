@@ -146,7 +146,7 @@ async def test_c_latency_subscribers_time_every_delivery(transport: str) -> None
     async with start_gateway(topics=("bench",)) as gw:
         subs = await asyncio.to_thread(run._CSubscribers, binary, gw.port, transport, 3, cfg)
         try:
-            subs.command("start")
+            subs.latency_start()
             await asyncio.sleep(0.2)
             for _ in range(10):
                 t0 = time.time() * 1000.0
@@ -154,7 +154,8 @@ async def test_c_latency_subscribers_time_every_delivery(transport: str) -> None
                 async with gw.session.post(f"{gw.url}/topics/bench", data=body) as posted:
                     assert posted.status == 201
             await asyncio.sleep(0.3)
-            delivered, hist, lat_max, khist, klat_max = await asyncio.to_thread(subs.results)
+            results = await asyncio.to_thread(subs.latency_results)
+            delivered, hist, lat_max, khist, klat_max = results
         finally:
             subs.stop()
     assert delivered == 30
