@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from . import errors
+from .aiohttp_compat import GatewaySite
 from .api import STATIC_DIR, routes
 from .broker import Broker
 from .broker.memory import MemoryBroker
 from .context import CONTEXT, Context
-from .framing import SSE_HEARTBEAT, WS_PING
 from .hub import Hub
+from .limits import ConnectionGate, Tally, accept_error_handler, default_max_connections
 from .settings import Settings
 from .sources import count, load_target, parse_spec, run_source, ticks
-from .transports.chunked import HEARTBEAT
 from .transports.common import validate_topic
+from .transports.stream import reset_connection
 
 __all__ = ["Running", "build_app", "raise_open_files_limit", "running", "serve"]
 
@@ -109,14 +110,13 @@ get a ping (and answer with a pong) in the same loop turn."""
 
 
 async def _heartbeats(ctx: Context) -> None:
-    """One loop for every heartbeat: a blank line on chunked streams, a ``: ping``
-    comment on SSE streams, a ping frame on WebSockets. No connection has a
-    timer or a task of its own for it.
+    """One loop for every heartbeat (each transport's class says what it is: a
+    blank line, a ``: ping`` comment, a ping frame). No connection has a timer
+    or a task of its own for it.
 
     Each connection belongs to one of ``HEARTBEAT_SLICES`` slices (by its hash,
     fixed for its life) and gets its heartbeat once per interval, when its slice
-    comes round. A WebSocket that has not answered the previous ping (RFC 6455
-    section 5.5.2) by the next one is dropped as dead.
+    comes round.
     """
     loop = asyncio.get_running_loop()
     tick = ctx.settings.heartbeat / HEARTBEAT_SLICES
@@ -125,28 +125,16 @@ async def _heartbeats(ctx: Context) -> None:
         await asyncio.sleep(tick)
         turn = (turn + 1) % HEARTBEAT_SLICES
         now = loop.time()
-        for sink in list(ctx.sessions):
-            if hash(sink) % HEARTBEAT_SLICES != turn:
-                continue
-            kind = sink.transport_name
-            if kind == "chunked":
-                sink.write_raw(HEARTBEAT)
-            elif kind == "sse":
-                sink.write_raw(SSE_HEARTBEAT)
-            elif kind == "ws":
-                if sink.pinged_at and sink.last_pong < sink.pinged_at:
-                    sink.close(errors.HEARTBEAT_TIMEOUT)
-                    sink.abort_later(ctx.settings.write_timeout)
-                    continue
-                sink.pinged_at = now
-                sink.write_raw(WS_PING)
+        for stream in list(ctx.sessions):
+            if hash(stream) % HEARTBEAT_SLICES == turn:
+                stream.heartbeat(now)
 
 
 async def _say_goodbye(app: web.Application) -> None:
     """Shutdown, step 1: every stream gets a goodbye; wait for most of the grace."""
     ctx = app[CONTEXT]
-    for sink in list(ctx.sessions):
-        sink.close(errors.SHUTDOWN)
+    for stream in list(ctx.sessions):
+        stream.close(errors.SHUTDOWN)
     deadline = time.monotonic() + ctx.settings.grace * 0.6
     while ctx.sessions and time.monotonic() < deadline:  # noqa: ASYNC110 (a dict, no event)
         await asyncio.sleep(0.02)
@@ -174,29 +162,32 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     that are still open (clients that do not read) are dropped.
     """
     app = build_app(settings)
+    ctx = app[CONTEXT]
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
         shutdown_timeout=max(0.1, settings.grace * 0.3),
         access_log=None,
+        # aiohttp closes a connection whose next request head is not complete
+        # this long after it connected or after its previous response.
+        keepalive_timeout=settings.read_timeout,
     )
+    gate = ctx.gate = ConnectionGate(settings.max_connections or default_max_connections())
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
+        site = GatewaySite(runner, settings.host, settings.port, wrap=gate.wrap, backlog=4096)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or ()
-        port = sockets[0].getsockname()[1] if sockets else settings.port
-        yield Running(app, runner, port)
+        yield Running(app, runner, site.port)
     finally:
         server_obj = runner.server
         await runner.cleanup()
         # Connections still holding unsent bytes (stuck clients) would keep
-        # their transports alive; the grace period is over, drop them.
+        # their transports alive; the grace period is over: reset them.
         if server_obj is not None:
-            for conn in list(server_obj.connections):
+            for conn in server_obj.connections:
                 if conn.transport is not None:
-                    conn.transport.abort()
+                    reset_connection(conn.transport)
+        gate.close()
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -225,6 +216,10 @@ async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # asyncio's accept loop logs a traceback for every accept() that finds no
+    # free descriptor (thousands a second): one line per interval instead.
+    exhausted = Tally("accept() failed: out of file descriptors")
+    loop.set_exception_handler(accept_error_handler(exhausted))
     async with running(settings) as gw:
         log.info(
             "streamgate listening on http://%s:%d (%s event loop)",
@@ -236,4 +231,5 @@ async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = 
             on_ready(gw.port)
         await stop.wait()
         log.info("shutting down (grace %.1f s)", settings.grace)
+    exhausted.close()
     log.info("stopped")

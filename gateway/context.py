@@ -15,7 +15,8 @@ from .settings import Settings
 from .sources import StreamFactory
 
 if TYPE_CHECKING:
-    from .transports.sink import DirectSink
+    from .limits import ConnectionGate
+    from .transports.stream import Stream
 
 __all__ = ["CONTEXT", "Context"]
 
@@ -28,11 +29,13 @@ class Context:
     broker: Broker
     hub: Hub
     streams: dict[str, StreamFactory] = field(default_factory=dict)
-    sessions: dict[DirectSink, None] = field(default_factory=dict)
+    sessions: dict[Stream, None] = field(default_factory=dict)
     """Every open streaming connection (heartbeats, shutdown, tests); a dict as
     an ordered set, a third of a set's size at thousands of connections."""
     disconnects: Counter[str] = field(default_factory=Counter)
     """How many streams ended, by reason (``slow_consumer``, ``limit``, ...)."""
+    gate: ConnectionGate | None = None
+    """The connection limit, once the gateway listens."""
 
     async def require_topic(self, topic: str) -> None:
         if not await self.broker.has_topic(topic):
@@ -42,10 +45,10 @@ class Context:
 
     def drop_all(self) -> int:
         """Abort every open streaming connection at once (for fault tests)."""
-        sinks = list(self.sessions)
-        for sink in sinks:
-            sink.transport.abort()
-        return len(sinks)
+        streams = list(self.sessions)
+        for stream in streams:
+            stream.transport.abort()
+        return len(streams)
 
 
 CONTEXT = web.AppKey("streamgate", Context)

@@ -78,4 +78,9 @@ LIMIT_REACHED = Disconnect("limit", 1000, reconnect=False)
 STREAM_COMPLETE = Disconnect("complete", 1000, reconnect=False)
 SOURCE_FAILED = Disconnect("source_failed", 1011, reconnect=True)
 HEARTBEAT_TIMEOUT = Disconnect("heartbeat_timeout", 1011, reconnect=True)
+INTERNAL_ERROR = Disconnect("internal_error", 1011, reconnect=True)
+"""A fault of the gateway's own (never the client's): reconnect and resume."""
+RATE_LIMITED = Disconnect("rate_limited", 1008, reconnect=False)
+"""A WebSocket client kept publishing past ``--ws-publish-rate``."""
 CLIENT_GONE = Disconnect("client_gone", 1000, reconnect=False)
+"""The client went away (or closed its WebSocket): nothing is sent."""

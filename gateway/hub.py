@@ -64,7 +64,9 @@ class Batch:
 class Sink(Protocol):
     """Where a subscriber's bytes go: implemented by the transports."""
 
-    transport_name: str
+    @property
+    def transport_name(self) -> str: ...
+
     closed: bool
 
     def write_batch(self, batch: Batch) -> None:
@@ -193,7 +195,7 @@ class Hub:
                 sub.deliver(batch)
             except Exception:  # one broken subscriber must not stop the others
                 log.exception("delivery to a subscriber of %r failed", sub.topic)
-                sub.sink.close(errors.CLIENT_GONE)
+                sub.sink.close(errors.INTERNAL_ERROR)
 
     # -- subscribing side ------------------------------------------------------
 

@@ -74,6 +74,24 @@ class Settings:
     max_message_bytes: int = _opt(
         65536, "largest publish body or WebSocket command, in bytes", group="limits"
     )
+    max_connections: int = _opt(
+        0,
+        "most client connections held at once; past it a connection gets 503 JSON and is "
+        "closed (0: the open-files limit less 64)",
+        group="limits",
+    )
+    read_timeout: float = _opt(
+        10.0,
+        "seconds a client has to send a request's headers (from connecting, or from the end "
+        "of its previous response on a kept-alive connection) and, separately, its body",
+        group="limits",
+    )
+    ws_publish_rate: float = _opt(
+        1000.0,
+        "publishes a second one WebSocket client may send (and as a burst); past it an "
+        "error frame, and close 1008 if it keeps up at twice the rate (0: no limit)",
+        group="limits",
+    )
 
     # -- delivery
     heartbeat: float = _opt(
@@ -118,11 +136,18 @@ class Settings:
             "max_queue_bytes",
             "write_timeout",
             "grace",
+            "read_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("tick_interval", "write_delay", "retry_ms"):
+        for name in (
+            "tick_interval",
+            "write_delay",
+            "retry_ms",
+            "max_connections",
+            "ws_publish_rate",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.loop not in ("auto", "asyncio", "uvloop"):

@@ -226,8 +226,8 @@ async def test_idle_ws_streams_keep_no_future_and_share_the_writers_unused_state
             sinks: list[Any] = list(gw.context.sessions)
             for sink in sinks:
                 assert sink._done is None  # nothing waits on an idle WebSocket's end
-                assert not sink.ws.headers  # sent, then released
-            first, second = (sink.ws._writer for sink in sinks)
+                assert not sink.response.headers  # sent, then released
+            first, second = (sink.response._writer for sink in sinks)
             assert first.get_random_bits is second.get_random_bits
             assert first._background_tasks is second._background_tasks
             msg_id = await gw.publish("news", 1)

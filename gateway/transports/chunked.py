@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..context import CONTEXT
-from ..errors import BadRequest, StreamgateError
-from ..framing import JSON_CLOSE, JSON_OPEN, NDJSON_HEARTBEAT, Format, encode_control
+from ..context import CONTEXT, Context
+from ..errors import BadRequest, Disconnect, StreamgateError
+from ..framing import JSON_CLOSE, JSON_FIRST_STRIP, JSON_OPEN, NDJSON_HEARTBEAT, Format
 from ..responses import error_response
-from .common import (
-    end_http_stream,
-    final_control,
-    open_stream,
-    parse_stream_request,
-    run_to_end,
-    start_response,
-)
-from .sink import DirectSink
+from .common import HttpStream, open_stream, parse_stream_request, start_response
 
-__all__ = ["HEARTBEAT", "handle_chunked"]
+__all__ = ["HEARTBEAT", "ChunkedStream", "handle_chunked"]
 
 HEARTBEAT = NDJSON_HEARTBEAT
 """Whitespace: a blank NDJSON line, insignificant between JSON array items."""
@@ -34,39 +26,53 @@ def _parse_format(raw: str | None) -> Format:
     raise BadRequest(f"format must be ndjson or json, got {raw!r}", code="bad_format")
 
 
+class ChunkedStream(HttpStream):
+    """NDJSON lines, or the items of one JSON array; a blank line as heartbeat.
+
+    A JSON array opens with ``[`` and its first item goes out without the
+    separator every other subscriber's shared bytes carry; it closes with
+    ``]``, which is itself the end of a finished stream (no ``end`` item).
+    """
+
+    transport_name = "chunked"
+    __slots__ = ("fmt",)
+
+    def __init__(
+        self, request: web.BaseRequest, response: web.StreamResponse, ctx: Context, fmt: Format
+    ) -> None:
+        super().__init__(request, response, ctx)
+        self.fmt = fmt
+        if fmt is Format.JSON_ARRAY:
+            self.write_raw(JSON_OPEN)
+            self._strip = JSON_FIRST_STRIP
+
+    def heartbeat(self, now: float) -> None:
+        self.write_raw(HEARTBEAT)
+
+    def final_bytes(self, reason: Disconnect, last_id: str | None) -> bytes:
+        if self.fmt is Format.NDJSON:
+            return super().final_bytes(reason, last_id)
+        if reason.reconnect:  # a goodbye item, then the array's end
+            return super().final_bytes(reason, last_id) + JSON_CLOSE
+        self._strip = 0  # the array's end is its own "end" event, with no separator
+        return JSON_CLOSE
+
+
 async def handle_chunked(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    settings = ctx.settings
     try:
         fmt = _parse_format(request.query.get("format"))
         req = await parse_stream_request(request, ctx)
-        stream = await open_stream(ctx, req) if req.per_connection else None
+        head = request.method == "HEAD"  # headers only: no subscription, no generator run
+        opened = await open_stream(ctx, req) if req.per_connection and not head else None
     except StreamgateError as exc:
         return error_response(exc)
 
     resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     resp.content_type = _CONTENT_TYPES[fmt]
     resp.charset = "utf-8"
+    if head:
+        return resp
     await start_response(resp, request)
-    sink = DirectSink(
-        request,
-        transport_name="chunked",
-        fmt=fmt,
-        http_chunked=bool(getattr(request.writer, "chunked", True)),
-        max_queue_bytes=settings.max_queue_bytes,
-        write_timeout=settings.write_timeout,
-    )
-    if fmt is Format.JSON_ARRAY:
-        sink.write_raw(JSON_OPEN)
-
-    reason, last_id = await run_to_end(ctx, sink, req, stream)
-
-    type, body = final_control(reason, last_id, settings.retry_ms)
-    if fmt is Format.NDJSON:
-        sink.write_final(encode_control(fmt, type, body))
-    else:
-        if reason.reconnect:  # the JSON array's end is its own "end" event
-            sink.write_final(encode_control(fmt, type, body))
-        sink.write_final(JSON_CLOSE)
-    await end_http_stream(resp, sink, reason, settings.write_timeout)
+    await ChunkedStream(request, resp, ctx, fmt).serve(req, opened)
     return resp

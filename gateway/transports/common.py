@@ -1,9 +1,10 @@
-"""What the three streaming transports share: request parsing and the two pumps."""
+"""What the three streaming transports share: request parsing, the start of a
+stream (a subscription, or a per-connection generator's pump) and the HTTP
+streams' run and ending."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -13,29 +14,27 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 
-from .. import errors
+from .. import aiohttp_compat, errors
 from ..context import Context
 from ..errors import BadRequest, Disconnect
 from ..framing import control_json
 from ..hub import Subscriber
 from ..ids import Key, parse_id
 from ..message import Message
-from .sink import DirectSink
+from .stream import Stream
 
 __all__ = [
     "RESERVED_PARAMS",
+    "HttpStream",
+    "OpenStream",
     "StreamRequest",
-    "end_http_stream",
-    "end_subscription",
-    "final_control",
+    "begin",
     "open_stream",
     "parse_stream_request",
     "run_stream",
-    "run_subscription",
-    "run_to_end",
     "start_response",
-    "start_subscription",
     "validate_topic",
 ]
 
@@ -125,61 +124,64 @@ async def parse_stream_request(
 async def start_response(resp: web.StreamResponse, request: web.Request) -> None:
     """Send the response headers, then let go of them.
 
-    Nothing reads a response's headers once they are on the wire, and an idle
-    stream would otherwise keep the dict alive (about 0.5 KiB) for its lifetime.
+    HTTP/1.0 has no chunked coding: the end of the body is the end of the
+    connection, whatever ``Connection: keep-alive`` asked for. Nothing reads a
+    response's headers once they are on the wire, and an idle stream would
+    otherwise keep the dict alive (about 0.5 KiB) for its lifetime.
     """
+    if request.version < HttpVersion11:
+        resp.force_close()
     await resp.prepare(request)
     resp.headers.clear()
 
 
-def final_control(reason: Disconnect, last_id: str | None, retry_ms: int) -> tuple[str, bytes]:
-    """The control event that ends a stream: ``goodbye`` or ``end``."""
-    if reason.reconnect:
-        return "goodbye", control_json(
-            "goodbye", reason=reason.reason, reconnect_ms=retry_ms, last_id=last_id
+async def begin(stream: Stream, req: StreamRequest, opened: OpenStream | None) -> None:
+    """Start a stream: subscribe to a shared topic (replay, then live), or start
+    the per-connection generator's pump. The stream counts as open from here."""
+    ctx = stream.ctx
+    ctx.sessions[stream] = None
+    if not req.per_connection:
+        sub = Subscriber(
+            stream, req.topic, limit=req.limit, max_backlog_bytes=ctx.settings.max_queue_bytes
         )
-    return "end", control_json("end", reason=reason.reason, last_id=last_id)
-
-
-# -- shared topics ---------------------------------------------------------------------
-
-
-async def start_subscription(ctx: Context, sink: DirectSink, req: StreamRequest) -> Subscriber:
-    """Register, replay history after ``since``, and go live."""
-    sub = Subscriber(
-        sink, req.topic, limit=req.limit, max_backlog_bytes=ctx.settings.max_queue_bytes
-    )
-    ctx.sessions[sink] = None
-    try:
+        stream.sub = sub
         await ctx.hub.subscribe(sub, req.since)
-    except BaseException:
-        end_subscription(ctx, sink, sub)
-        raise
-    return sub
+    elif opened is None:  # resumed past the end: nothing left
+        stream.close(errors.STREAM_COMPLETE)
+    else:
+        stream.pump = asyncio.ensure_future(run_stream(stream, req, opened))
 
 
-def end_subscription(
-    ctx: Context, sink: DirectSink, sub: Subscriber
-) -> tuple[Disconnect, str | None]:
-    """Unregister; returns why the stream ended and the last id written."""
-    sink.close(errors.CLIENT_GONE)  # no-op when the server already ended it
-    ctx.hub.unsubscribe(sub)
-    ctx.sessions.pop(sink, None)
-    reason = sink.reason or errors.CLIENT_GONE  # set by the close() above at the latest
-    ctx.disconnects[reason.reason] += 1
-    return reason, sub.last_id
+class HttpStream(Stream):
+    """A stream in one HTTP response (chunked and SSE): the handler waits for
+    its end, then finishes it; the body ends with the last chunk, and the
+    connection is closed after a ``goodbye`` (the client reconnects) or on
+    HTTP/1.0."""
 
+    __slots__ = ()
 
-async def run_subscription(
-    ctx: Context, sink: DirectSink, req: StreamRequest
-) -> tuple[Disconnect, str | None]:
-    """Replay, go live, and wait until the stream ends; returns why and the last id."""
-    sub = await start_subscription(ctx, sink, req)
-    try:
-        await sink.done
-    finally:
-        result = end_subscription(ctx, sink, sub)
-    return result
+    def __init__(
+        self, request: web.BaseRequest, response: web.StreamResponse, ctx: Context
+    ) -> None:
+        super().__init__(request, response, ctx)
+        self.http_chunked = aiohttp_compat.http_chunked(request)
+
+    async def serve(self, req: StreamRequest, opened: OpenStream | None) -> None:
+        try:
+            await begin(self, req, opened)
+            await self.done
+        except asyncio.CancelledError:  # the client went away (aiohttp cancels)
+            self.leave()
+            raise
+        except Exception:
+            log.exception("stream of %r failed", req.topic)
+            self.close(errors.INTERNAL_ERROR)
+        await self.finish()
+
+    async def terminate(self, reason: Disconnect) -> None:
+        if reason.reconnect:
+            self.response.force_close()
+        await self.response.write_eof()
 
 
 # -- per-connection streams -----------------------------------------------------------------
@@ -232,92 +234,43 @@ async def _close_iterator(iterator: AsyncIterator[Any]) -> None:
             log.exception("closing a per-connection stream failed")
 
 
-async def run_stream(
-    ctx: Context, sink: DirectSink, req: StreamRequest, stream: OpenStream
-) -> tuple[Disconnect, str | None]:
-    """Write the generator's items one at a time, waiting for the socket each time."""
-    position = stream.position
-    last_id: str | None = None
+async def run_stream(stream: Stream, req: StreamRequest, opened: OpenStream) -> None:
+    """The pump of a per-connection stream, in a task of its own: write the
+    generator's items one at a time, waiting for the socket each time.
+
+    It ends the stream when the generator is done or fails; when the stream
+    ends first (shutdown, a bound, the client), :meth:`Stream.close` cancels
+    this task, so a generator that sleeps never holds an ending back.
+    """
+    iterator = opened.iterator
+    position = opened.position
     remaining = req.limit
-    item = stream.first
-    # Shutdown or a slow-consumer verdict must not wait for a generator that
-    # sleeps (count?interval=60): cancel the wait, not the handler.
-    me = asyncio.current_task()
-    waiting = cancelled_by_us = False
-
-    def on_done(_: object) -> None:
-        nonlocal cancelled_by_us
-        if waiting and me is not None:
-            cancelled_by_us = True
-            me.cancel()
-
-    sink.done.add_done_callback(on_done)
-    ctx.sessions[sink] = None
+    item = opened.first
     try:
         while True:
             position += 1
             msg = Message.create((0, position), req.topic, orjson.dumps(item))
-            sink.write_messages((msg,))
-            last_id = msg.id
+            stream.write_messages((msg,))
+            stream.last_id = msg.id
             if remaining is not None:
                 remaining -= 1
                 if remaining == 0:
-                    sink.close(errors.LIMIT_REACHED)
-            if sink.closed:
-                break
+                    stream.close(errors.LIMIT_REACHED)
+            if stream.closed:
+                return
             if position % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            await sink.drain()
-            if sink.closed:
-                break
-            waiting = True
+            await stream.drain()
+            if stream.closed:
+                return
             try:
-                item = await anext(stream.iterator)
+                item = await anext(iterator)
             except StopAsyncIteration:
-                sink.close(errors.STREAM_COMPLETE)
-                break
-            except asyncio.CancelledError:
-                if cancelled_by_us and me is not None and me.uncancel() == 0:
-                    break
-                raise
-            finally:
-                waiting = False
-    except asyncio.CancelledError:
-        sink.close(errors.CLIENT_GONE)
-        raise
+                stream.close(errors.STREAM_COMPLETE)
+                return
     except Exception as exc:
         log.exception("per-connection stream %r failed", req.topic)
-        sink.write_control("error", control_json("error", code="stream_failed", message=str(exc)))
-        sink.close(errors.SOURCE_FAILED)
+        stream.write_control("error", control_json("error", code="stream_failed", message=str(exc)))
+        stream.close(errors.SOURCE_FAILED)
     finally:
-        ctx.sessions.pop(sink, None)
-        await _close_iterator(stream.iterator)
-    reason = sink.reason or errors.CLIENT_GONE
-    ctx.disconnects[reason.reason] += 1
-    return reason, last_id
-
-
-async def run_to_end(
-    ctx: Context, sink: DirectSink, req: StreamRequest, stream: OpenStream | None
-) -> tuple[Disconnect, str | None]:
-    """Run a shared subscription or a per-connection stream until it ends."""
-    if not req.per_connection:
-        return await run_subscription(ctx, sink, req)
-    if stream is None:  # resumed past the end: nothing left
-        sink.close(errors.STREAM_COMPLETE)
-        return errors.STREAM_COMPLETE, None
-    return await run_stream(ctx, sink, req, stream)
-
-
-async def end_http_stream(
-    resp: web.StreamResponse, sink: DirectSink, reason: Disconnect, write_timeout: float
-) -> None:
-    """After the final control event: the last chunk, and no keep-alive after a goodbye.
-
-    A client that does not take its last bytes within ``write_timeout`` is dropped.
-    """
-    if reason.reconnect:
-        resp.force_close()
-    with contextlib.suppress(ConnectionError):
-        await resp.write_eof()
-    sink.abort_later(write_timeout)
+        await _close_iterator(iterator)

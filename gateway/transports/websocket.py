@@ -2,68 +2,231 @@
 
 The client may send JSON commands (``ping``, ``publish``); a bad one gets an
 ``error`` frame and the connection stays open. Message frames are written by
-the sink from bytes shared with every other WebSocket subscriber, pings by the
-gateway's heartbeat loop; aiohttp handles the handshake and the closing
-handshake.
+the stream from bytes shared with every other WebSocket subscriber, pings by
+the gateway's heartbeat loop; aiohttp does the opening and closing handshakes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
-import random
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
+from aiohttp.http import HttpVersion11
 
-from .. import errors
+from .. import aiohttp_compat, errors
 from ..context import CONTEXT, Context
-from ..errors import Disconnect, StreamgateError
-from ..framing import WS_PONG_OPCODE, Format, control_json, encode_control, ws_frame
-from ..hub import Subscriber
+from ..errors import BadRequest, Disconnect, StreamgateError
+from ..framing import WS_PING, WS_PONG_OPCODE, Format, control_json, ws_frame
 from ..responses import error_response
-from .common import (
-    StreamRequest,
-    end_subscription,
-    final_control,
-    open_stream,
-    parse_stream_request,
-    run_stream,
-    start_response,
-    start_subscription,
-)
-from .sink import DirectSink
+from .common import OpenStream, StreamRequest, begin, open_stream, parse_stream_request
+from .stream import Stream
 
-__all__ = ["handle_ws"]
+__all__ = ["WSStream", "handle_ws"]
 
 log = logging.getLogger(__name__)
 
 FRAME_OVERHEAD = 1024
 """Room for the command envelope around a publish's data."""
 
-_SHARED_WRITER_STATE: tuple[tuple[str, object], ...] = (
-    ("get_random_bits", functools.partial(random.getrandbits, 32)),
-    ("_background_tasks", set()),
-)
-"""What aiohttp's ``WebSocketWriter`` makes per connection for features a
-server without compression never uses: a ``partial`` for client-side masking
-(servers never mask, RFC 6455 section 5.1) and the set that holds compression
-tasks. One shared object of each kind serves every connection (about 0.45 KiB
-less per idle WebSocket); aiohttp would still work if it ever used them."""
+
+class _PublishBudget:
+    """Token buckets for one client's publishes: ``tokens`` allows ``rate`` a
+    second (as a burst too); ``refused`` drains at the same rate, and a client
+    whose refusals fill it (more than twice the rate, kept up) is cut off."""
+
+    __slots__ = ("refused", "stamp", "tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.tokens = rate
+        self.refused = 0.0
+        self.stamp = now
+
+    def take(self, rate: float, now: float) -> bool:
+        elapsed = now - self.stamp
+        self.stamp = now
+        self.tokens = min(rate, self.tokens + elapsed * rate)
+        self.refused = max(0.0, self.refused - elapsed * rate)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.refused += 1.0
+        return False
+
+
+class WSStream(Stream):
+    """A WebSocket stream and its session: the subscription or the generator's
+    pump, the commands the client sends, and the ending.
+
+    The handler's task reads the client's frames for the whole session; nothing
+    else runs for an idle WebSocket on a shared topic. When the server ends the
+    stream, the ending (final frame, close handshake, deadline) runs in a task
+    of its own, which the close handshake lets the reader see.
+    """
+
+    transport_name = "ws"
+    fmt = Format.WS
+    __slots__ = ("_budget", "_reading", "closer", "last_pong", "pinged_at")
+
+    def __init__(self, request: web.BaseRequest, ws: web.WebSocketResponse, ctx: Context) -> None:
+        super().__init__(request, ws, ctx)
+        self.pinged_at = 0.0
+        self.last_pong = 0.0
+        self.closer: asyncio.Task[None] | None = None
+        self._budget: _PublishBudget | None = None
+        self._reading = False
+
+    def heartbeat(self, now: float) -> None:
+        """A ping frame; a client that has not answered the previous one is dead."""
+        if self.closed:
+            return
+        if self.pinged_at and self.last_pong < self.pinged_at:
+            self.close(errors.HEARTBEAT_TIMEOUT)
+            return
+        self.pinged_at = now
+        self.write_raw(WS_PING)
+
+    def close(self, reason: Disconnect) -> None:
+        if self.closed:
+            return
+        super().close(reason)
+        if reason is not errors.CLIENT_GONE and self._reading:
+            # Not from inside the hub's flush that may have called this.
+            self.loop.call_soon(self._start_ending)
+
+    def _start_ending(self) -> None:
+        if self.closer is None:
+            self.closer = asyncio.ensure_future(self.finish())
+
+    async def terminate(self, reason: Disconnect) -> None:
+        ws = self.response
+        assert isinstance(ws, web.WebSocketResponse)
+        await ws.close(code=reason.ws_code, message=reason.reason.encode())
+
+    async def serve(self, req: StreamRequest, opened: OpenStream | None) -> None:
+        ws = self.response
+        assert isinstance(ws, web.WebSocketResponse)
+        try:
+            try:
+                await begin(self, req, opened)
+            except Exception:
+                log.exception("stream of %r failed", req.topic)
+                self.close(errors.INTERNAL_ERROR)
+            # The close handshake needs this task in receive() to see the reply:
+            # an ending decided before the reads start begins now.
+            self._reading = True
+            if self.closed:
+                self._start_ending()
+            while True:
+                msg = await ws.receive()
+                kind = msg.type
+                if kind is WSMsgType.TEXT:
+                    await self._on_command(req, msg.data)
+                    await asyncio.sleep(0)  # one client's flood of commands starves no one
+                elif kind is WSMsgType.PONG:
+                    self.last_pong = self.loop.time()
+                elif kind is WSMsgType.PING:
+                    # RFC 6455 section 5.5.3. Through the stream, so that a client that
+                    # pings without reading cannot grow its queue past the bound.
+                    self.write_raw(ws_frame(msg.data, WS_PONG_OPCODE))
+                elif kind is WSMsgType.BINARY:
+                    self._reply(
+                        None,
+                        "error",
+                        code="binary_not_supported",
+                        message="send commands as JSON text frames",
+                    )
+                else:  # CLOSE, CLOSING (the server's close handshake), CLOSED, ERROR
+                    break
+        finally:
+            self.close(errors.CLIENT_GONE)  # no-op when the server ended the stream
+            if self.closer is None:
+                self.closer = asyncio.ensure_future(self.finish())
+            await asyncio.shield(self.closer)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _reply(self, ref: Any, type: str, **fields: Any) -> None:
+        if ref is not None:
+            fields["ref"] = ref
+        self.write_control(type, control_json(type, **fields))
+
+    async def _on_command(self, req: StreamRequest, text: str) -> None:
+        try:
+            command = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            self._reply(None, "error", code="bad_json", message=f"command is not valid JSON: {exc}")
+            return
+        if not isinstance(command, dict):
+            self._reply(None, "error", code="bad_command", message="a command is a JSON object")
+            return
+        ref = command.get("ref")
+        kind = command.get("type")
+        if kind == "ping":
+            self._reply(ref, "pong")
+        elif kind == "publish":
+            await self._publish(req, ref, command)
+        else:
+            self._reply(
+                ref,
+                "error",
+                code="bad_command",
+                message=f"unknown command type {kind!r}: use ping or publish",
+            )
+
+    async def _publish(self, req: StreamRequest, ref: Any, command: dict[str, Any]) -> None:
+        settings = self.ctx.settings
+        if "data" not in command:
+            self._reply(ref, "error", code="bad_command", message="publish needs a 'data' field")
+            return
+        if req.per_connection:
+            self._reply(
+                ref,
+                "error",
+                code="not_a_topic",
+                message=f"{req.topic!r} is a per-connection stream; publish to a topic",
+            )
+            return
+        rate = settings.ws_publish_rate
+        if rate:
+            now = self.loop.time()
+            budget = self._budget
+            if budget is None:
+                budget = self._budget = _PublishBudget(rate, now)
+            if not budget.take(rate, now):
+                if budget.refused > rate:
+                    self.close(errors.RATE_LIMITED)
+                    return
+                self._reply(
+                    ref,
+                    "error",
+                    code="rate_limited",
+                    message=f"over {rate:g} publishes a second (--ws-publish-rate); "
+                    "this one was not published",
+                )
+                return
+        data = orjson.dumps(command["data"])
+        if len(data) > settings.max_message_bytes:
+            self._reply(
+                ref,
+                "error",
+                code="too_large",
+                message=f"data is over {settings.max_message_bytes} bytes",
+            )
+            return
+        try:
+            (message,) = await self.ctx.broker.publish(req.topic, [data])
+        except StreamgateError as exc:
+            self._reply(ref, "error", code=exc.code, message=exc.message)
+            return
+        self._reply(ref, "published", id=message.id, topic=req.topic)
 
 
 async def handle_ws(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     settings = ctx.settings
-    try:  # 400/404 JSON before the upgrade
-        req = await parse_stream_request(request, ctx)
-        stream = await open_stream(ctx, req) if req.per_connection else None
-    except StreamgateError as exc:
-        return error_response(exc)
-
     ws = web.WebSocketResponse(
         # Pings come from the gateway's one heartbeat loop, not two timers per
         # connection; this handler answers the client's pings itself.
@@ -72,189 +235,21 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         compress=False,  # streams are never compressed (and frames are shared)
         max_msg_size=settings.max_message_bytes + FRAME_OVERHEAD,
     )
-    await start_response(ws, request)
-    _share_writer_state(ws)
-    sink = _WsSink(request, ctx, ws)
-    # A shared topic needs no task of its own: the hub writes to the sink, this
-    # handler reads commands, and the sink starts the close when the server
-    # ends the stream. A per-connection generator runs in a pump task.
-    pump: asyncio.Task[tuple[Disconnect, str | None]] | None = None
-    if not req.per_connection:
-        sink.sub = await start_subscription(ctx, sink, req)
-        if sink.reason is not None:  # ended during the replay
-            sink.on_closed(sink.reason)
-    elif stream is None:
-        sink.close(errors.STREAM_COMPLETE)
-        sink.say_goodbye(errors.STREAM_COMPLETE, None)
-    else:
-        pump = asyncio.ensure_future(run_stream(ctx, sink, req, stream))
-        pump.add_done_callback(sink.on_pump_done)
-    try:
-        while True:
-            msg = await ws.receive()
-            kind = msg.type
-            if kind is WSMsgType.TEXT:
-                await _on_command(ctx, req, sink, msg.data)
-            elif kind is WSMsgType.PONG:
-                sink.last_pong = sink.loop.time()
-            elif kind is WSMsgType.PING:
-                # RFC 6455 section 5.5.3. Through the sink, so that a client that
-                # pings without reading cannot grow its queue past the bound.
-                sink.write_raw(ws_frame(msg.data, WS_PONG_OPCODE))
-            elif kind is WSMsgType.BINARY:
-                _reply(
-                    sink,
-                    None,
-                    "error",
-                    code="binary_not_supported",
-                    message="send commands as JSON text frames",
-                )
-            else:  # CLOSE, CLOSING, CLOSED, ERROR
-                break
-    finally:
-        sink.close(errors.CLIENT_GONE)
-        sink.unsubscribe()
-        if pump is not None:
-            if not pump.done():
-                pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
-        if sink.closer is not None:
-            with contextlib.suppress(Exception):
-                await sink.closer
+    try:  # 400/404 JSON before the upgrade
+        req = await parse_stream_request(request, ctx)
+        if request.version < HttpVersion11:
+            raise BadRequest("a WebSocket handshake needs HTTP/1.1 (RFC 6455 section 4.1)")
+        if not ws.can_prepare(request).ok:
+            raise BadRequest(
+                "this is a WebSocket endpoint: send a WebSocket handshake (RFC 6455)",
+                code="not_websocket",
+            )
+        opened = await open_stream(ctx, req) if req.per_connection else None
+    except StreamgateError as exc:
+        return error_response(exc)
+
+    await ws.prepare(request)
+    ws.headers.clear()  # sent; an idle stream need not keep them
+    aiohttp_compat.share_ws_writer_state(ws)
+    await WSStream(request, ws, ctx).serve(req, opened)
     return ws
-
-
-def _share_writer_state(ws: web.WebSocketResponse) -> None:
-    """See ``_SHARED_WRITER_STATE`` (private aiohttp attributes: checked, never assumed)."""
-    writer = getattr(ws, "_writer", None)
-    for name, shared in _SHARED_WRITER_STATE:
-        if hasattr(writer, name):
-            setattr(writer, name, shared)
-
-
-class _WsSink(DirectSink):
-    """A WebSocket stream's sink and the glue of its session, in one slotted
-    object: an idle connection stays small (no session object, no future, no
-    callback until the stream ends)."""
-
-    __slots__ = ("closer", "ctx", "sub", "ws")
-
-    def __init__(self, request: web.Request, ctx: Context, ws: web.WebSocketResponse) -> None:
-        settings = ctx.settings
-        super().__init__(
-            request,
-            transport_name="ws",
-            fmt=Format.WS,
-            http_chunked=False,
-            max_queue_bytes=settings.max_queue_bytes,
-            write_timeout=settings.write_timeout,
-        )
-        self.ctx = ctx
-        self.ws = ws
-        self.sub: Subscriber | None = None
-        self.closer: asyncio.Task[None] | None = None
-
-    def close(self, reason: Disconnect) -> None:
-        if self.closed:
-            return
-        super().close(reason)
-        if self.sub is not None:
-            # The hub must stop counting this subscriber now, not after a closing
-            # handshake that a stalled client may never finish; but not from
-            # inside the hub's flush that may have called this.
-            self.loop.call_soon(self.on_closed, reason)
-
-    def on_closed(self, reason: Disconnect) -> None:
-        last_id = self.unsubscribe()
-        self.say_goodbye(reason, last_id)
-
-    def unsubscribe(self) -> str | None:
-        """Leave the hub at once (idempotent); returns the last id written."""
-        sub = self.sub
-        if sub is None:
-            return None
-        self.sub = None
-        return end_subscription(self.ctx, self, sub)[1]
-
-    def say_goodbye(self, reason: Disconnect, last_id: str | None) -> None:
-        """The server ends the stream: goodbye/end frame, then the close handshake."""
-        if reason is errors.CLIENT_GONE or self.ws.closed or self.closer is not None:
-            return
-        self.closer = asyncio.ensure_future(
-            _close(self.ws, self, reason, last_id, self.ctx.settings.retry_ms)
-        )
-
-    def on_pump_done(self, fut: asyncio.Future[tuple[Disconnect, str | None]]) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self.say_goodbye(*fut.result())
-
-
-async def _close(
-    ws: web.WebSocketResponse,
-    sink: DirectSink,
-    reason: Disconnect,
-    last_id: str | None,
-    retry_ms: int,
-) -> None:
-    type, body = final_control(reason, last_id, retry_ms)
-    sink.write_final(encode_control(Format.WS, type, body))
-    await ws.close(code=reason.ws_code, message=reason.reason.encode())
-
-
-def _reply(sink: DirectSink, ref: Any, type: str, **fields: Any) -> None:
-    if ref is not None:
-        fields["ref"] = ref
-    sink.write_control(type, control_json(type, **fields))
-
-
-async def _on_command(ctx: Context, req: StreamRequest, sink: DirectSink, text: str) -> None:
-    try:
-        command = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        _reply(sink, None, "error", code="bad_json", message=f"command is not valid JSON: {exc}")
-        return
-    if not isinstance(command, dict):
-        _reply(sink, None, "error", code="bad_command", message="a command is a JSON object")
-        return
-    ref = command.get("ref")
-    kind = command.get("type")
-    if kind == "ping":
-        _reply(sink, ref, "pong")
-    elif kind == "publish":
-        if "data" not in command:
-            _reply(sink, ref, "error", code="bad_command", message="publish needs a 'data' field")
-            return
-        if req.per_connection:
-            _reply(
-                sink,
-                ref,
-                "error",
-                code="not_a_topic",
-                message=f"{req.topic!r} is a per-connection stream; publish to a topic",
-            )
-            return
-        data = orjson.dumps(command["data"])
-        if len(data) > ctx.settings.max_message_bytes:
-            _reply(
-                sink,
-                ref,
-                "error",
-                code="too_large",
-                message=f"data is over {ctx.settings.max_message_bytes} bytes",
-            )
-            return
-        try:
-            (message,) = await ctx.broker.publish(req.topic, [data])
-        except StreamgateError as exc:
-            _reply(sink, ref, "error", code=exc.code, message=exc.message)
-            return
-        _reply(sink, ref, "published", id=message.id, topic=req.topic)
-    else:
-        _reply(
-            sink,
-            ref,
-            "error",
-            code="bad_command",
-            message=f"unknown command type {kind!r}: use ping or publish",
-        )

@@ -1,0 +1,204 @@
+"""Every use of a private part of aiohttp (and of aiohttp-sse), in one place.
+
+The gateway writes shared bytes straight to each connection's transport and
+keeps idle connections small; for that it leans on a few parts of aiohttp
+that are not public API. Each is listed here, used only through this module,
+and checked by ``tests/test_aiohttp_compat.py`` against the installed versions,
+so an upgrade that changes one fails that test loudly instead of breaking a
+stream quietly. pyproject.toml caps aiohttp below its next major version.
+
+The contract, item by item:
+
+1. ``BaseProtocol.writing_paused`` and ``BaseProtocol._drain_helper()``: the
+   connection's transport is paused for writing; an awaitable that resolves
+   when it resumes (what ``StreamWriter.drain`` awaits).
+2. ``StreamWriter.chunked``: aiohttp chose chunked transfer coding for the
+   response (HTTP/1.1), so the bytes the gateway writes itself must be chunks.
+3. ``BaseSite._server``: the asyncio server that ``BaseSite.stop()`` closes;
+   :class:`GatewaySite` sets it, as ``TCPSite`` does, but with the gateway's
+   own protocol factory.
+4. ``web.Server._connections``: the open connections (counted for
+   ``--max-connections`` without copying the list ``Server.connections`` makes).
+5. ``RequestHandler`` has no instance ``__dict__`` and a ``handle_error``
+   method; a subclass that adds no slots can take an instance's class, which is
+   how every error aiohttp answers itself (a malformed request) becomes JSON.
+6. ``WebSocketResponse._writer`` and the writer's ``get_random_bits`` and
+   ``_background_tasks``: per-connection objects a server without compression
+   never uses (masking is client-side, compression is off); one shared object
+   of each serves every connection.
+7. aiohttp-sse's ``EventSourceResponse``: ``_allow_all_methods``, ``_req`` and,
+   from 3.0, ``_set_tcp_user_timeout``; the gateway's SSE response replaces its
+   ``prepare`` to start no ping task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.web_protocol import RequestHandler
+
+__all__ = [
+    "ErrorHook",
+    "GatewaySite",
+    "adopt_request_handler",
+    "drain",
+    "http_chunked",
+    "open_connections",
+    "share_ws_writer_state",
+    "sse_allows_method",
+    "sse_request_transport",
+    "sse_set_tcp_user_timeout",
+    "writing_paused",
+]
+
+
+# -- 1. flow control ---------------------------------------------------------------------
+
+
+def writing_paused(protocol: BaseProtocol) -> bool:
+    """The transport's buffer is over its high-water mark."""
+    return protocol.writing_paused
+
+
+async def drain(protocol: BaseProtocol) -> None:
+    """Wait until the transport takes writes again (no deadline of its own)."""
+    if protocol.writing_paused and protocol.transport is not None:
+        await protocol._drain_helper()
+
+
+# -- 2. response framing -------------------------------------------------------------------
+
+
+def http_chunked(request: web.BaseRequest) -> bool:
+    """After ``prepare``: does the body go out in chunked transfer coding?"""
+    return bool(getattr(request.writer, "chunked", True))
+
+
+# -- 3, 4. listening -------------------------------------------------------------------------
+
+
+class GatewaySite(web.BaseSite):
+    """``TCPSite`` with the gateway's protocol factory in front of aiohttp's.
+
+    ``wrap`` receives aiohttp's factory (the ``web.Server``) and returns the one
+    the listening socket uses: it may answer a connection itself (the
+    ``--max-connections`` refusal) or adopt aiohttp's handler.
+    """
+
+    __slots__ = ("_bound_port", "_host", "_port", "_wrap")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        wrap: Callable[[web.Server], Callable[[], asyncio.BaseProtocol]],
+        backlog: int = 128,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._wrap = wrap
+        self._bound_port = port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._bound_port}"
+
+    @property
+    def port(self) -> int:
+        return self._bound_port
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(
+            self._wrap(server), self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
+        self._server = listener
+        if listener.sockets:
+            self._bound_port = listener.sockets[0].getsockname()[1]
+
+
+def open_connections(server: web.Server) -> int:
+    """How many connections aiohttp's server holds (without copying them)."""
+    return len(server._connections)
+
+
+# -- 5. errors aiohttp answers itself ----------------------------------------------------------
+
+ErrorHook = Callable[[web.BaseRequest, int, BaseException | None, str | None], web.StreamResponse]
+
+
+@functools.cache
+def _handler_class(hook: ErrorHook) -> type[RequestHandler]:
+    class GatewayRequestHandler(RequestHandler):
+        __slots__ = ()
+
+        def handle_error(
+            self,
+            request: web.BaseRequest,
+            status: int = 500,
+            exc: BaseException | None = None,
+            message: str | None = None,
+        ) -> web.StreamResponse:
+            if request.writer.output_size > 0:  # aiohttp's rule: too late for an answer
+                raise ConnectionError("the response has started; cannot answer an error")
+            resp = hook(request, status, exc, message)
+            resp.force_close()
+            return resp
+
+    return GatewayRequestHandler
+
+
+def adopt_request_handler(handler: asyncio.BaseProtocol, hook: ErrorHook) -> None:
+    """Make ``hook`` answer the errors aiohttp's handler ``handler`` answers itself
+    (malformed requests, unhandled exceptions): it returns the response, which
+    always closes the connection, and does its own logging."""
+    if type(handler) is RequestHandler:
+        handler.__class__ = _handler_class(hook)
+
+
+# -- 6. WebSocket writer -------------------------------------------------------------------------
+
+_SHARED_WS_WRITER_STATE: tuple[tuple[str, object], ...] = (
+    ("get_random_bits", functools.partial(random.getrandbits, 32)),
+    ("_background_tasks", set()),
+)
+
+
+def share_ws_writer_state(ws: web.WebSocketResponse) -> None:
+    """One masking partial and one compression-task set for every WebSocket
+    (about 0.45 KiB less per idle connection); aiohttp would still work if it
+    ever used them."""
+    writer = getattr(ws, "_writer", None)
+    for name, shared in _SHARED_WS_WRITER_STATE:
+        if hasattr(writer, name):
+            setattr(writer, name, shared)
+
+
+# -- 7. aiohttp-sse ---------------------------------------------------------------------------
+
+
+def sse_allows_method(resp: Any, method: str) -> bool:
+    return bool(resp._allow_all_methods) or method == "GET"
+
+
+def sse_set_tcp_user_timeout(resp: Any, request: web.BaseRequest) -> None:
+    setter = getattr(resp, "_set_tcp_user_timeout", None)  # aiohttp-sse >= 3.0
+    if setter is not None:
+        setter(request)
+
+
+def sse_request_transport(resp: Any) -> asyncio.BaseTransport | None:
+    req = resp._req
+    return None if req is None else req.transport

@@ -1,0 +1,322 @@
+"""One open streaming connection: how its bytes go out and how it ends.
+
+:class:`Stream` is the base of the three transports' classes
+(:class:`~gateway.transports.chunked.ChunkedStream`,
+:class:`~gateway.transports.sse.SSEStream`,
+:class:`~gateway.transports.websocket.WSStream`). Each owns its framing state
+(the JSON array's first item, SSE's ``retry:``), its heartbeat and its ending;
+this base owns what they share.
+
+**Writing.** The hub hands the same framed bytes to every subscriber of a
+format, so the hot path is one ``transport.write()`` and two cheap checks: the
+bytes queued in user space stay under ``--max-queue-bytes`` (else the stream
+ends as a slow consumer), and a socket that stays blocked for
+``--write-timeout`` ends it too. Writing to the transport directly, rather than
+through ``await response.write()``, is what lets one flush reach a thousand
+subscribers in one pass with no task switch per subscriber. aiohttp still
+writes the headers before and the last chunk after.
+
+**Ending**, the one path every stream takes, whoever ends it:
+
+1. :meth:`Stream.close` records the :class:`~gateway.errors.Disconnect` (from
+   the hub, a bound, the heartbeat loop, shutdown, the client) and wakes the
+   handler. It never blocks, so it is safe inside a flush.
+2. :meth:`Stream.finish` writes the final ``goodbye``/``end`` (best effort),
+   then the transport's own ending (:meth:`Stream.terminate`: the last chunk,
+   or the WebSocket close handshake), then waits until the kernel has sent
+   every byte. All of it within ``--write-timeout`` of step 1.
+3. Past that deadline the connection is reset (``SO_LINGER`` 0, then abort):
+   the kernel drops what it still holds for a client that stopped reading, and
+   nothing is left behind in ``ss``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import socket
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from aiohttp import web
+
+from .. import aiohttp_compat, errors
+from ..errors import Disconnect
+from ..framing import Format, control_json, encode_control, encode_messages, http_chunk
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..hub import Batch, Subscriber
+    from ..message import Message
+
+__all__ = ["Stream", "reset_connection", "unsent_bytes"]
+
+log = logging.getLogger(__name__)
+
+SIOCOUTQNSD = 0x894B
+"""Linux ioctl: bytes in a socket's send queue not yet sent to the peer."""
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def unsent_bytes(sock: socket.socket | None) -> int:
+    """Bytes the kernel holds for ``sock`` that the peer has not been sent (Linux;
+    0 where the ioctl is missing: the user-space buffer is then all we check)."""
+    if sock is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", raw)[0])
+
+
+def reset_connection(transport: asyncio.Transport) -> None:
+    """Drop a connection now, and what the kernel still holds for it (RST)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.abort()
+
+
+class Stream:
+    """Writes framed bytes for one connection and ends it; a :class:`gateway.hub.Sink`."""
+
+    transport_name: ClassVar[str]
+    fmt: Format
+
+    __slots__ = (
+        "_done",
+        "_prefix",
+        "_protocol",
+        "_stall_timer",
+        "_strip",
+        "closed",
+        "closed_at",
+        "ctx",
+        "http_chunked",
+        "last_id",
+        "loop",
+        "max_queue_bytes",
+        "pump",
+        "reason",
+        "response",
+        "sub",
+        "transport",
+        "write_timeout",
+    )
+
+    def __init__(
+        self, request: web.BaseRequest, response: web.StreamResponse, ctx: Context
+    ) -> None:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client went away before the stream started")
+        self.transport: asyncio.Transport = transport
+        self._protocol = request.protocol
+        self.response = response
+        self.ctx = ctx
+        self.loop = asyncio.get_running_loop()
+        settings = ctx.settings
+        self.max_queue_bytes = settings.max_queue_bytes
+        self.write_timeout = settings.write_timeout
+        self.http_chunked = False
+        self.closed = False
+        self.closed_at = 0.0
+        self.reason: Disconnect | None = None
+        """Why the stream ended, once it has."""
+        self._done: asyncio.Future[Disconnect] | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self.sub: Subscriber | None = None
+        """The subscription of a shared topic."""
+        self.pump: asyncio.Task[None] | None = None
+        """The task running a per-connection generator."""
+        self.last_id: str | None = None
+        """The last per-connection item written (shared topics: the subscriber's cursor)."""
+        # The first write of a stream may differ from what everyone shares: a
+        # JSON array's first item goes out without its leading separator, an
+        # SSE stream's first event carries the retry: field (set by subclasses).
+        self._strip = 0
+        self._prefix = b""
+
+    # -- what each transport says ----------------------------------------------------------
+
+    def heartbeat(self, now: float) -> None:
+        """Called by the heartbeat loop once per ``--heartbeat`` interval."""
+        raise NotImplementedError
+
+    def final_bytes(self, reason: Disconnect, last_id: str | None) -> bytes:
+        """The format-framed bytes that end the stream (goodbye or end)."""
+        type, body = final_control(reason, last_id, self.ctx.settings.retry_ms)
+        return encode_control(self.fmt, type, body)
+
+    async def terminate(self, reason: Disconnect) -> None:
+        """The transport's own ending, after the final bytes (may wait for the client)."""
+        raise NotImplementedError
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_batch(self, batch: Batch) -> None:
+        if self._strip or self._prefix:
+            self.write_body(batch.wire(self.fmt, False))
+        else:
+            self._write(batch.wire(self.fmt, self.http_chunked))
+
+    def write_messages(self, messages: Sequence[Message]) -> None:
+        self.write_body(encode_messages(self.fmt, [(m.id, m.json) for m in messages]))
+
+    def write_control(self, type: str, obj_json: bytes) -> None:
+        self.write_body(encode_control(self.fmt, type, obj_json))
+
+    def _first(self, body: bytes) -> bytes:
+        if self._strip:
+            body = body[self._strip :]
+            self._strip = 0
+        if self._prefix:
+            body = self._prefix + body
+            self._prefix = b""
+        return body
+
+    def write_body(self, body: bytes) -> None:
+        """Write format-framed bytes, adding the HTTP chunk framing if needed."""
+        if self._strip or self._prefix:
+            body = self._first(body)
+        if body:
+            self._write(http_chunk(body) if self.http_chunked else body)
+
+    def write_raw(self, body: bytes) -> None:
+        """Write bytes that are not messages: heartbeats, the JSON array's ``[``,
+        WebSocket pongs. Never stripped or prefixed, but bounded like the rest."""
+        self._write(http_chunk(body) if self.http_chunked else body)
+
+    def _write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        transport = self.transport
+        if transport.is_closing():
+            self.close(errors.CLIENT_GONE)
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.max_queue_bytes:
+            self.close(errors.SLOW_CONSUMER)
+        elif self._stall_timer is None and aiohttp_compat.writing_paused(self._protocol):
+            self._stall_timer = self.loop.call_later(self.write_timeout, self._check_stall)
+
+    def _check_stall(self) -> None:
+        self._stall_timer = None
+        if not self.closed and aiohttp_compat.writing_paused(self._protocol):
+            self.close(errors.WRITE_TIMEOUT)
+
+    async def drain(self) -> None:
+        """Wait while the socket is blocked, at most ``--write-timeout`` seconds."""
+        if self.closed or not aiohttp_compat.writing_paused(self._protocol):
+            return
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await aiohttp_compat.drain(self._protocol)
+        except TimeoutError:
+            self.close(errors.WRITE_TIMEOUT)
+        except (ConnectionError, RuntimeError):
+            self.close(errors.CLIENT_GONE)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in user space for this socket."""
+        return 0 if self.transport.is_closing() else self.transport.get_write_buffer_size()
+
+    # -- ending ----------------------------------------------------------------------------
+
+    @property
+    def done(self) -> asyncio.Future[Disconnect]:
+        """Resolves with the reason when the stream is over.
+
+        Made on first use: a WebSocket on a shared topic never waits on it, and
+        an idle connection is smaller without it.
+        """
+        done = self._done
+        if done is None:
+            done = self._done = self.loop.create_future()
+            if self.reason is not None:
+                done.set_result(self.reason)
+        return done
+
+    def close(self, reason: Disconnect) -> None:
+        """The stream is over (step 1 of the ending); never blocks."""
+        if self.closed:
+            return
+        self.closed = True
+        self.closed_at = self.loop.time()
+        self.reason = reason
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(reason)
+        pump = self.pump
+        if pump is not None and pump is not asyncio.current_task():
+            pump.cancel()  # a generator that sleeps must not hold the ending back
+
+    def leave(self) -> str | None:
+        """Leave the hub and stop the generator (idempotent); returns the last id
+        written. The stream counts as ended from here on."""
+        self.close(errors.CLIENT_GONE)  # no-op when the server ended it
+        sub = self.sub
+        if sub is not None:
+            self.sub = None
+            self.ctx.hub.unsubscribe(sub)
+            self.last_id = sub.last_id
+        if self.ctx.sessions.pop(self, False) is None:  # counted once
+            assert self.reason is not None
+            self.ctx.disconnects[self.reason.reason] += 1
+        return self.last_id
+
+    async def finish(self) -> None:
+        """Steps 2 and 3 of the ending: final bytes, the transport's ending, every
+        byte out of the kernel; all within ``--write-timeout`` of :meth:`close`,
+        else the connection is reset."""
+        last_id = self.leave()
+        reason = self.reason
+        assert reason is not None
+        transport = self.transport
+        clean = False
+        try:
+            async with asyncio.timeout_at(self.closed_at + self.write_timeout):
+                if reason is not errors.CLIENT_GONE and not transport.is_closing():
+                    body = self._first(self.final_bytes(reason, last_id))
+                    if body:
+                        transport.write(http_chunk(body) if self.http_chunked else body)
+                    await self.terminate(reason)
+                await self._sent(transport)
+            clean = True
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            if not clean:
+                reset_connection(transport)
+
+    @staticmethod
+    async def _sent(transport: asyncio.Transport) -> None:
+        """Wait until neither user space nor the kernel holds bytes not yet sent
+        (a closed socket holds none)."""
+        sock = transport.get_extra_info("socket")
+        delay = 0.002
+        while transport.get_write_buffer_size() or unsent_bytes(sock):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def reset(self) -> None:
+        """Drop the connection now (shutdown past its grace)."""
+        reset_connection(self.transport)
+
+
+def final_control(reason: Disconnect, last_id: str | None, retry_ms: int) -> tuple[str, bytes]:
+    """The control event that ends a stream: ``goodbye`` or ``end``."""
+    if reason.reconnect:
+        return "goodbye", control_json(
+            "goodbye", reason=reason.reason, reconnect_ms=retry_ms, last_id=last_id
+        )
+    return "end", control_json("end", reason=reason.reason, last_id=last_id)
