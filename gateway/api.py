@@ -11,7 +11,14 @@ import orjson
 from aiohttp import web
 
 from .context import CONTEXT
-from .errors import BadRequest, Conflict, NotFound, PayloadTooLarge, StreamgateError
+from .errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    StreamgateError,
+)
 from .ids import format_id
 from .responses import error_response, json_errors, json_response
 from .transports.common import parse_limit, parse_since, validate_topic
@@ -26,7 +33,17 @@ BATCH_MAX_ITEMS = 10_000
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes (413) without buffering it."""
+    """The request body, refusing more than ``limit`` bytes (413) without buffering
+    it, and a body that takes longer than ``--read-timeout`` to arrive (408)."""
+    timeout = request.app[CONTEXT].settings.read_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None:
         if length > limit:
@@ -143,6 +160,8 @@ async def healthz(request: web.Request) -> web.Response:
             "topics": len(await ctx.broker.topics()),
             "connections": len(ctx.sessions),
             "disconnects": dict(ctx.disconnects),
+            "refused_connections": ctx.gate.refused.total if ctx.gate else 0,
+            "malformed_requests": ctx.gate.malformed.total if ctx.gate else 0,
         }
     )
 
@@ -152,6 +171,15 @@ async def index(request: web.Request) -> web.StreamResponse:
     if not page.is_file():
         return web.Response(text="streamgate: the page is not installed\n", status=404)
     return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """``GET /static/{name}``: the page's files (no sub-folders), JSON 404 otherwise."""
+    name = request.match_info["name"]
+    path = STATIC_DIR / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        return error_response(NotFound(f"no file {name!r} here", code="not_found"))
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -188,12 +216,12 @@ def routes() -> list[web.AbstractRouteDef]:
         "/chunked/{topic}": [("GET", handle_chunked)],
         "/sse/{topic}": [("GET", handle_sse)],
         "/ws/{topic}": [("GET", handle_ws)],
+        "/static/{name}": [("GET", static_file)],
     }
     defs: list[web.AbstractRouteDef] = []
     for path, methods in table.items():
         defs += [web.route(method, path, handler) for method, handler in methods]
         allowed = [m for m, _ in methods]
         defs.append(web.route("*", path, method_not_allowed(allowed)))
-    defs.append(web.static("/static", STATIC_DIR, append_version=False))
     defs.append(web.route("*", "/{tail:.*}", not_found))
     return defs

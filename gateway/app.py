@@ -20,7 +20,7 @@ from .broker import Broker
 from .broker.memory import MemoryBroker
 from .context import CONTEXT, Context
 from .hub import Hub
-from .limits import ConnectionGate, Tally, accept_error_handler, default_max_connections
+from .limits import ConnectionGate, Tally, accept_error_handler, max_connections
 from .settings import Settings
 from .sources import count, load_target, parse_spec, run_source, ticks
 from .transports.common import validate_topic
@@ -172,7 +172,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         # this long after it connected or after its previous response.
         keepalive_timeout=settings.read_timeout,
     )
-    gate = ctx.gate = ConnectionGate(settings.max_connections or default_max_connections())
+    gate = ctx.gate = ConnectionGate(max_connections(settings.max_connections))
     await runner.setup()
     try:
         site = GatewaySite(runner, settings.host, settings.port, wrap=gate.wrap, backlog=4096)

@@ -10,6 +10,7 @@ __all__ = [
     "Disconnect",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "StreamgateError",
     "Unavailable",
 ]
@@ -40,6 +41,14 @@ class BadRequest(StreamgateError):
 class NotFound(StreamgateError):
     status = 404
     code = "unknown_topic"
+
+
+class RequestTimeout(StreamgateError):
+    """The request's body did not arrive within ``--read-timeout``; the
+    connection is closed after the answer (its state is unknown)."""
+
+    status = 408
+    code = "read_timeout"
 
 
 class Conflict(StreamgateError):

@@ -32,7 +32,7 @@ __all__ = [
     "ConnectionGate",
     "Tally",
     "accept_error_handler",
-    "default_max_connections",
+    "max_connections",
 ]
 
 log = logging.getLogger("gateway.limits")
@@ -48,12 +48,23 @@ REFUSAL_LINGER = 1.0
 """Seconds a refused connection may take to read its 503 before it is dropped."""
 
 
-def default_max_connections() -> int:
-    """The open-files limit less :data:`FD_RESERVE` (at least 16)."""
+def max_connections(wanted: int) -> int:
+    """``--max-connections``, at most the open-files limit less :data:`FD_RESERVE`
+    (also the default, for 0): past the file limit the OS would refuse
+    connections itself, with no answer to the client (and, on uvloop, no log)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(16, soft - FD_RESERVE)
+    most = max(16, soft - FD_RESERVE)
+    if wanted > most:
+        log.warning(
+            "--max-connections %d is over the open-files limit (%d) less %d: using %d",
+            wanted,
+            soft,
+            FD_RESERVE,
+            most,
+        )
+    return min(wanted, most) if wanted else most
 
 
 class Tally:
@@ -110,17 +121,23 @@ class _Refusal(asyncio.Protocol):
     client sends is discarded until it closes its half (closing with unread
     bytes would reset the connection before the client reads the 503), and the
     connection is dropped after :data:`REFUSAL_LINGER` seconds whatever happens.
+    At most half of :data:`FD_RESERVE` refusals linger at once; past that a
+    refused connection is dropped as soon as its answer is written.
     """
 
-    def __init__(self, response: bytes) -> None:
+    def __init__(self, response: bytes, gate: ConnectionGate) -> None:
         self._response = response
+        self._gate = gate
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         transport.write(self._response)
-        if transport.can_write_eof():
-            transport.write_eof()
+        if self._gate.lingering >= FD_RESERVE // 2 or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._gate.lingering += 1
         self._timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER, transport.abort)
 
     def data_received(self, data: bytes) -> None:
@@ -132,6 +149,8 @@ class _Refusal(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
+            self._gate.lingering -= 1
 
 
 def _refusal_response(limit: int) -> bytes:
@@ -175,6 +194,8 @@ class ConnectionGate:
 
     def __init__(self, max_connections: int) -> None:
         self.max_connections = max_connections
+        self.lingering = 0
+        """Refused connections waiting for the client to read its 503."""
         self.refused = Tally(f"refusing connections: --max-connections ({max_connections}) reached")
         self.malformed = Tally("malformed requests answered with 400")
         self._refusal = _refusal_response(max_connections)
@@ -184,7 +205,7 @@ class ConnectionGate:
         def factory() -> asyncio.BaseProtocol:
             if aiohttp_compat.open_connections(server) >= self.max_connections:
                 self.refused.add()
-                return _Refusal(self._refusal)
+                return _Refusal(self._refusal, self)
             handler = server()
             aiohttp_compat.adopt_request_handler(handler, self._hook)
             return handler
@@ -211,6 +232,11 @@ def accept_error_handler(
         if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS:
             with contextlib.suppress(Exception):
                 tally.add(str(exc))
+            return
+        if isinstance(exc, ValueError) and "_start_serving" in str(context.get("handle")):
+            # After such a failure asyncio retries accept() from a timer, which
+            # fails on a listening socket closed meanwhile (at shutdown): harmless.
+            log.debug("accept() retry after shutdown: %s", exc)
             return
         loop.default_exception_handler(context)
 

@@ -21,7 +21,10 @@ def json_response(obj: object, status: int = 200) -> web.Response:
 
 def error_response(exc: StreamgateError) -> web.Response:
     """``{"error": code, "message": text}`` with the error's status."""
-    return json_response({"error": exc.code, "message": exc.message}, exc.status)
+    resp = json_response({"error": exc.code, "message": exc.message}, exc.status)
+    if exc.status == 408:  # part of a body may still be on its way: no keep-alive
+        resp.force_close()
+    return resp
 
 
 def json_errors(handler: Handler) -> Handler:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -19,7 +22,15 @@ from gateway.app import Running, running
 from gateway.context import Context
 from gateway.settings import Settings
 
-__all__ = ["TIMEOUT", "GatewayUnderTest", "start_gateway", "wait_for"]
+__all__ = [
+    "TIMEOUT",
+    "GatewayProcess",
+    "GatewayUnderTest",
+    "free_port",
+    "spawn_gateway",
+    "start_gateway",
+    "wait_for",
+]
 
 TIMEOUT = 10.0 * float(os.environ.get("STREAMGATE_TEST_TIMEOUT_SCALE", "1"))
 
@@ -89,3 +100,92 @@ async def wait_for(predicate: Callable[[], bool], within: float = TIMEOUT, what:
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {within:.1f}s waiting for {what or predicate}")
         await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GatewayProcess:
+    """A gateway in a process of its own: its sockets are the server's alone."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
+        self.stderr = b""
+
+    def sockets(self) -> list[tuple[str, int, int]]:
+        """The server side of every TCP connection on its port, from ``ss``:
+        ``(state, recv_q, send_q)``; the listening socket left out."""
+        out = subprocess.run(
+            ["ss", "-tanH", f"( sport = :{self.port} )"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        rows = []
+        for line in out.splitlines():
+            state, recv_q, send_q, *_ = line.split()
+            if state != "LISTEN":
+                rows.append((state, int(recv_q), int(send_q)))
+        return rows
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    async def healthz(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+        async with session.get(f"{self.url}/healthz") as r:
+            body: dict[str, Any] = await r.json()
+            return body
+
+
+@contextlib.asynccontextmanager
+async def spawn_gateway(*args: str, **popen: Any) -> AsyncIterator[GatewayProcess]:
+    """``python -m gateway serve`` on 127.0.0.1 and a free port, no ticks, plus
+    ``args``; ready when ``/healthz`` answers; stopped (by its pid) on exit,
+    its stderr then in ``.stderr``."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--tick-interval",
+        "0",
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        **popen,
+    )
+    gw = GatewayProcess(proc, port)
+    stderr = asyncio.ensure_future(proc.stderr.read()) if proc.stderr else None
+    try:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(TIMEOUT * 3):
+            while True:
+                if proc.returncode is not None:
+                    raise AssertionError(f"the gateway exited with {proc.returncode}")
+                try:
+                    await gw.healthz(session)
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+        yield gw
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), TIMEOUT)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if stderr is not None:
+            gw.stderr = await stderr

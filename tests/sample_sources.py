@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,3 +29,20 @@ async def letters() -> AsyncIterator[str]:
     for letter in "abc":
         yield letter
         await asyncio.sleep(0)
+
+
+async def hold_files(n: str = "1000") -> AsyncIterator[dict[str, int]]:
+    """Opens up to ``n`` files (until the open-files limit says no), yields how
+    many, and holds them until the stream ends: descriptor exhaustion, for real."""
+    files = []
+    try:
+        for _ in range(int(n)):
+            try:
+                files.append(open(os.devnull, "rb"))  # noqa: ASYNC230 (held on purpose)
+            except OSError:
+                break
+        yield {"held": len(files)}
+        await asyncio.sleep(3600)
+    finally:
+        for f in files:
+            f.close()

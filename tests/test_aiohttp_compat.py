@@ -1,0 +1,122 @@
+"""The contract of gateway/aiohttp_compat.py, item by item, against the installed
+aiohttp and aiohttp-sse: an upgrade that changes a private part the gateway
+leans on fails here, loudly, before it can break a stream quietly."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import aiohttp
+import aiohttp_sse
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_writer import StreamWriter
+from aiohttp.web_protocol import RequestHandler
+
+from gateway import aiohttp_compat
+from tests.helpers import TIMEOUT, start_gateway
+
+
+def test_aiohttp_is_the_major_version_the_contract_was_written_for() -> None:
+    assert aiohttp.__version__.split(".")[0] == "3", aiohttp.__version__
+
+
+def test_1_flow_control() -> None:
+    assert isinstance(inspect.getattr_static(BaseProtocol, "writing_paused"), property)
+    assert inspect.iscoroutinefunction(BaseProtocol._drain_helper)
+
+
+async def test_1_drain_waits_for_a_paused_transport_to_resume() -> None:
+    loop = asyncio.get_running_loop()
+    protocol = BaseProtocol(loop)
+
+    class Transport(asyncio.Transport):
+        def is_closing(self) -> bool:
+            return False
+
+    protocol.connection_made(Transport())
+    protocol.pause_writing()
+    assert aiohttp_compat.writing_paused(protocol)
+    waiter = asyncio.ensure_future(aiohttp_compat.drain(protocol))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    protocol.resume_writing()
+    await asyncio.wait_for(waiter, TIMEOUT)
+    assert not aiohttp_compat.writing_paused(protocol)
+
+
+async def test_2_stream_writer_says_whether_it_chunks() -> None:
+    writer = StreamWriter(BaseProtocol(asyncio.get_running_loop()), asyncio.get_running_loop())
+    assert writer.chunked is False
+    writer.enable_chunking()
+    assert writer.chunked is True
+
+
+def test_3_and_4_sites_and_servers() -> None:
+    assert "_server" in web.BaseSite.__slots__
+    assert "self._server.close()" in inspect.getsource(web.BaseSite.stop)
+    assert "self._connections" in inspect.getsource(web.Server.__init__)
+
+
+def test_5_request_handler_can_be_adopted() -> None:
+    assert not hasattr(RequestHandler, "__dict__") or "__slots__" in vars(RequestHandler)
+    params = list(inspect.signature(RequestHandler.handle_error).parameters)
+    assert params == ["self", "request", "status", "exc", "message"]
+
+
+def test_6_websocket_writer_state() -> None:
+    from aiohttp._websocket.writer import WebSocketWriter
+
+    source = inspect.getsource(WebSocketWriter.__init__)
+    assert "self.get_random_bits" in source
+    assert "self._background_tasks" in source
+    assert "self._writer" in inspect.getsource(web.WebSocketResponse.__init__)
+
+
+def test_7_aiohttp_sse_internals() -> None:
+    source = inspect.getsource(aiohttp_sse.EventSourceResponse)
+    assert "self._allow_all_methods" in source
+    assert "self._req" in source
+
+
+async def test_every_item_works_together_on_a_real_gateway() -> None:
+    """The site, the connection count, the adopted handler (a malformed request
+    answered in JSON), chunked framing, the shared WS writer state and the SSE
+    response, over real sockets."""
+    async with start_gateway(topics=("news",), max_connections=50) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"NOT HTTP\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(), TIMEOUT)
+        writer.close()
+        assert b"application/json" in raw
+        assert orjson.loads(raw.partition(b"\r\n\r\n")[2])["error"] == "bad_request"
+
+        async with gw.session.ws_connect(f"{gw.ws_url}/ws/news") as ws1:
+            async with gw.session.ws_connect(f"{gw.ws_url}/ws/news") as ws2:
+                streams = list(gw.context.sessions)
+                assert len(streams) == 2
+                w1, w2 = (s.response._writer for s in streams)  # type: ignore[attr-defined]
+                assert w1 is not w2
+                assert w1.get_random_bits is w2.get_random_bits
+                assert w1._background_tasks is w2._background_tasks
+                server = gw.running.runner.server
+                assert server is not None
+                assert aiohttp_compat.open_connections(server) == 2
+                await gw.publish("news", 1)
+                assert (await ws1.receive_json())["data"] == 1
+                assert (await ws2.receive_json())["data"] == 1
+
+        async with gw.session.get(f"{gw.url}/sse/news?since=0-0&limit=1") as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            assert resp.headers["Transfer-Encoding"] == "chunked"
+            body = await resp.read()
+            assert b"data: " in body and b"event: end" in body
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_sse_method_rule(method: str) -> None:
+    resp = aiohttp_sse.EventSourceResponse()
+    assert aiohttp_compat.sse_allows_method(resp, method) is (method == "GET")
