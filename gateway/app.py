@@ -21,7 +21,7 @@ from .context import CONTEXT, Context
 from .framing import SSE_HEARTBEAT, WS_PING
 from .hub import Hub
 from .settings import Settings
-from .sources import count, load_target, parse_spec, run_source, ticks
+from .sources import count, load_target, parse_spec, run_source, takes_skip, ticks
 from .transports.chunked import HEARTBEAT
 from .transports.common import validate_topic
 
@@ -52,6 +52,8 @@ def build_app(settings: Settings) -> web.Application:
     for spec in settings.streams:
         name, target = parse_spec(spec)
         ctx.streams[validate_topic(name)] = load_target(target)
+    for factory in ctx.streams.values():
+        takes_skip(factory)  # read each signature once, at load; requests hit the cache
 
     app = web.Application()  # no middleware: see responses.json_errors
     app[CONTEXT] = ctx

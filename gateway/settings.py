@@ -74,6 +74,13 @@ class Settings:
     max_message_bytes: int = _opt(
         65536, "largest publish body or WebSocket command, in bytes", group="limits"
     )
+    max_skip: int = _opt(
+        100_000,
+        "most items the gateway skips itself to resume a per-connection stream (since=0-<n>); "
+        "past it the request is refused (400). Streams that take a skip parameter position "
+        "themselves and have no such cap",
+        group="limits",
+    )
 
     # -- delivery
     heartbeat: float = _opt(
@@ -122,7 +129,7 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("tick_interval", "write_delay", "retry_ms"):
+        for name in ("tick_interval", "write_delay", "retry_ms", "max_skip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.loop not in ("auto", "asyncio", "uvloop"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,3 +29,13 @@ async def letters() -> AsyncIterator[str]:
     for letter in "abc":
         yield letter
         await asyncio.sleep(0)
+
+
+async def rows(n: str = "1000000", cost: str = "0.00001") -> AsyncIterator[dict[str, int]]:
+    """Numbered items that each take ``cost`` seconds of CPU to make (a rendered
+    database row, say), and no ``skip`` parameter: resuming re-runs it from 1."""
+    for i in range(1, int(n) + 1):
+        end = time.perf_counter() + float(cost)
+        while time.perf_counter() < end:
+            pass
+        yield {"i": i}
