@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from . import jsonvalue
 from .context import CONTEXT
 from .errors import BadRequest, Conflict, NotFound, PayloadTooLarge, StreamgateError
 from .ids import format_id
@@ -45,12 +46,10 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> object:
+    """One JSON value, every number in it as published (``jsonvalue.loads``)."""
     if not body.strip():
         raise BadRequest("the body is empty; send a JSON value", code="bad_json")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", code="bad_json") from None
+    return jsonvalue.loads(body)
 
 
 def _publish_target(request: web.Request) -> str:
@@ -80,7 +79,7 @@ async def publish_batch(request: web.Request) -> web.Response:
     body = await read_body(request, limit * 16)
     items: list[object]
     if request.content_type == "application/x-ndjson":
-        items = [parse_json(line) for line in body.split(b"\n") if line.strip()]
+        items = jsonvalue.loads_lines(body)
     else:
         value = parse_json(body)
         if not isinstance(value, list):
