@@ -66,7 +66,7 @@ async def publish(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     topic = _publish_target(request)
     value = parse_json(await read_body(request, ctx.settings.max_message_bytes))
-    (message,) = await ctx.broker.publish(topic, [orjson.dumps(value)])
+    (message,) = await ctx.broker.publish(topic, [jsonvalue.dumps(value)])
     return json_response({"id": message.id, "topic": topic}, status=201)
 
 
@@ -89,7 +89,7 @@ async def publish_batch(request: web.Request) -> web.Response:
         raise BadRequest("the batch is empty", code="bad_json")
     if len(items) > BATCH_MAX_ITEMS:
         raise PayloadTooLarge(f"at most {BATCH_MAX_ITEMS} messages per batch")
-    data = [orjson.dumps(item) for item in items]
+    data = [jsonvalue.dumps(item) for item in items]
     for i, d in enumerate(data):
         if len(d) > limit:
             raise PayloadTooLarge(f"item {i} is over the limit of {limit} bytes")

@@ -38,8 +38,10 @@ import orjson
 
 from .errors import BadRequest
 
-__all__ = ["INT_MAX", "INT_MIN", "loads", "loads_lines", "number_problem"]
+__all__ = ["INT_MAX", "INT_MIN", "MAX_DEPTH", "dumps", "loads", "loads_lines", "number_problem"]
 
+MAX_DEPTH = 254
+"""The deepest nesting orjson writes (it reads 1024 levels)."""
 INT_MIN = -(1 << 63)
 INT_MAX = (1 << 64) - 1
 """The integers orjson keeps as integers; outside them it makes a float."""
@@ -97,6 +99,22 @@ def loads_lines(body: bytes) -> list[object]:
     ]
     _check_numbers(body)
     return values
+
+
+def dumps(value: object) -> bytes:
+    """The compact JSON of a value ``loads`` returned: what a message carries.
+
+    ``BadRequest(code="bad_json")`` for nesting deeper than ``MAX_DEPTH``, which
+    orjson reads but cannot write.
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # "Recursion limit reached": nothing else fails on parsed JSON
+        raise BadRequest(
+            f"the value is nested more than {MAX_DEPTH} levels deep; the gateway does not "
+            "carry deeper values",
+            code="bad_json",
+        ) from None
 
 
 def _parse(raw: bytes, what: str) -> object:

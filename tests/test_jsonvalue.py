@@ -137,6 +137,17 @@ def test_ndjson_lines_are_each_checked_and_named() -> None:
         jsonvalue.loads_lines(b'{"a":1}\n\n{"b":\n')
 
 
+def test_dumps_writes_what_orjson_can_and_refuses_deeper() -> None:
+    deepest = b"[" * jsonvalue.MAX_DEPTH + b"]" * jsonvalue.MAX_DEPTH
+    assert jsonvalue.dumps(jsonvalue.loads(deepest)) == deepest
+    assert jsonvalue.dumps({"a": [1, 2.5, "x", None]}) == b'{"a":[1,2.5,"x",null]}'
+    too_deep = jsonvalue.loads(b"[" + deepest + b"]")
+    with pytest.raises(BadRequest) as info:
+        jsonvalue.dumps(too_deep)
+    assert info.value.code == "bad_json"
+    assert "nested more than 254 levels deep" in info.value.message
+
+
 @pytest.mark.parametrize(
     ("token", "problem"),
     [
@@ -270,3 +281,17 @@ async def test_numbers_at_the_edges_arrive_exactly_as_published() -> None:
         )
         assert status == 201
         assert (await history(gw, "news"))[1:] == [2**64 - 1, -1]
+
+
+async def test_values_nested_deeper_than_the_gateway_writes_are_400_not_500() -> None:
+    async with start_gateway(topics=("news",)) as gw:
+        depth = jsonvalue.MAX_DEPTH
+        status, _ = await post(gw, "/topics/news", b"[" * depth + b"]" * depth)
+        assert status == 201
+        too_deep = b"[" * (depth + 1) + b"]" * (depth + 1)
+        status, reply = await post(gw, "/topics/news", too_deep)
+        assert (status, reply["error"]) == (400, "bad_json")
+        assert "nested more than 254 levels deep" in reply["message"]
+        status, reply = await post(gw, "/topics/news/batch", b"[1," + too_deep + b"]")
+        assert (status, reply["error"]) == (400, "bad_json")
+        assert len(await history(gw, "news")) == 1
