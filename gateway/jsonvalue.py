@@ -16,15 +16,15 @@ a message saying why:
 * a non-zero number too small for a float (``1e-400`` would become 0.0).
 
 Cost: the hot path is orjson plus one prefilter over the raw bytes
-(``bytes.translate`` into digit classes, then a few substring searches), about
-1.5 µs for a small body and 1-2 ns a byte for a large one. Only a body the
-prefilter flags (a run of 20 digits, a minus and 19 digits, an exponent of
-``-`` and 3 digits, or 100 digits after a point) is looked at
-closely: its strings are emptied (a split on quotes, or a regex when it holds
-a backslash), the prefilter runs again, and only if it still fires, which
-means a number did it, are the numbers tokenized and checked one by one. This
-runs on text orjson has already accepted, so strings and numbers are the only
-tokens that can hold digits. (The stdlib ``json`` module with
+(``bytes.translate`` into digit classes, then a few substring searches): under
+1 µs for a small body, 1-2 ns a byte for a large one (``python -m
+bench.jsoncost``). Only a body the prefilter flags (a run of 20 digits, a minus
+and 19 digits, an exponent of ``-`` and 3 digits, or 100 digits after a point)
+is looked at closely: its strings are emptied (a split on quotes, or a regex
+when it holds a backslash), the prefilter runs again, and only if it still
+fires, which means a number did it, are the numbers tokenized and checked one
+by one. This runs on text orjson has already accepted, so strings and numbers
+are the only tokens that can hold digits. (The stdlib ``json`` module with
 ``parse_int``/``parse_float`` hooks would be the obvious precise parser, but
 it recurses, and fails with ``RecursionError`` below orjson's 1024 levels of
 nesting.)
@@ -61,6 +61,9 @@ _CLASSES = bytes(_class_of(byte) for byte in range(256))
 _BIG = b"0" * 20
 """A run of 20 digits: 2^64 and every larger integer. A number starts the body
 or follows whitespace, ``[``, ``,`` or ``:`` (all spaces here), or a minus."""
+_RUN = b"0" * 19
+"""Every digit shape below holds one; searching for it first is what keeps a
+small body cheap (each ``in`` reads its whole needle before it starts)."""
 _BIG_AFTER_SPACE = b" " + _BIG
 _NEGATIVE_19 = b"-" + b"0" * 19  # -2^63 - 1 already has only 19 digits
 _LONG_FRACTION = b"." + b"0" * 100  # a non-zero one that small needs 225 zeros before e-99
@@ -84,20 +87,27 @@ def loads(body: bytes | str, *, what: str = "the body") -> object:
     WebSocket command: "command is not valid JSON: ...").
     """
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
-    value = _parse(raw, what)
-    _check_numbers(raw)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _not_json(raw, exc, what) from None
+    if _suspicious(raw):
+        _check_numbers(raw)
     return value
 
 
 def loads_lines(body: bytes) -> list[object]:
     """NDJSON: the JSON value of every non-blank line, checked as ``loads`` checks
     one, with the numbers of the whole body checked in one pass."""
-    values = [
-        _parse(line, f"line {number}")
-        for number, line in enumerate(body.split(b"\n"), 1)
-        if line.strip()
-    ]
-    _check_numbers(body)
+    values = []
+    for number, line in enumerate(body.split(b"\n"), 1):
+        if line.strip():
+            try:
+                values.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise _not_json(line, exc, f"line {number}") from None
+    if _suspicious(body):
+        _check_numbers(body)
     return values
 
 
@@ -117,20 +127,18 @@ def dumps(value: object) -> bytes:
         ) from None
 
 
-def _parse(raw: bytes, what: str) -> object:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        problem = _problem_at(raw, exc.pos)
-        raise BadRequest(problem or f"{what} is not valid JSON: {exc}", code="bad_json") from None
+def _not_json(raw: bytes, exc: orjson.JSONDecodeError, what: str) -> BadRequest:
+    """The 400 for a document orjson refused: the number that overflowed to
+    infinity when that is why, else orjson's own message."""
+    problem = _problem_at(raw, exc.pos)
+    return BadRequest(problem or f"{what} is not valid JSON: {exc}", code="bad_json")
 
 
 def _check_numbers(raw: bytes) -> None:
     """Raise if a number of ``raw`` (JSON orjson accepted) would not be kept."""
-    if _suspicious(raw):
-        problem = _first_problem(raw)
-        if problem is not None:
-            raise BadRequest(problem, code="bad_json")
+    problem = _first_problem(raw)
+    if problem is not None:
+        raise BadRequest(problem, code="bad_json")
 
 
 def number_problem(token: bytes) -> str | None:
@@ -166,13 +174,14 @@ def number_problem(token: bytes) -> str | None:
 
 def _suspicious(raw: bytes) -> bool:
     classes = raw.translate(_CLASSES)
-    return (
+    if _RUN in classes and (
         _BIG_AFTER_SPACE in classes
         or _NEGATIVE_19 in classes
         or _LONG_FRACTION in classes
-        or _NEGATIVE_EXPONENT.search(classes) is not None
         or classes.startswith(_BIG)
-    )
+    ):
+        return True
+    return _NEGATIVE_EXPONENT.search(classes) is not None
 
 
 def _first_problem(raw: bytes) -> str | None:
