@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from . import jsonvalue
 from .context import CONTEXT
 from .errors import (
     BadRequest,
@@ -62,12 +63,10 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> object:
+    """One JSON value, every number in it as published (``jsonvalue.loads``)."""
     if not body.strip():
         raise BadRequest("the body is empty; send a JSON value", code="bad_json")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", code="bad_json") from None
+    return jsonvalue.loads(body)
 
 
 def _publish_target(request: web.Request) -> str:
@@ -84,7 +83,7 @@ async def publish(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     topic = _publish_target(request)
     value = parse_json(await read_body(request, ctx.settings.max_message_bytes))
-    (message,) = await ctx.broker.publish(topic, [orjson.dumps(value)])
+    (message,) = await ctx.broker.publish(topic, [jsonvalue.dumps(value)])
     return json_response({"id": message.id, "topic": topic}, status=201)
 
 
@@ -97,7 +96,7 @@ async def publish_batch(request: web.Request) -> web.Response:
     body = await read_body(request, limit * 16)
     items: list[object]
     if request.content_type == "application/x-ndjson":
-        items = [parse_json(line) for line in body.split(b"\n") if line.strip()]
+        items = jsonvalue.loads_lines(body)
     else:
         value = parse_json(body)
         if not isinstance(value, list):
@@ -107,7 +106,7 @@ async def publish_batch(request: web.Request) -> web.Response:
         raise BadRequest("the batch is empty", code="bad_json")
     if len(items) > BATCH_MAX_ITEMS:
         raise PayloadTooLarge(f"at most {BATCH_MAX_ITEMS} messages per batch")
-    data = [orjson.dumps(item) for item in items]
+    data = [jsonvalue.dumps(item) for item in items]
     for i, d in enumerate(data):
         if len(d) > limit:
             raise PayloadTooLarge(f"item {i} is over the limit of {limit} bytes")

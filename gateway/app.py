@@ -22,7 +22,7 @@ from .context import CONTEXT, Context
 from .hub import Hub
 from .limits import ConnectionGate, Tally, accept_error_handler, max_connections
 from .settings import Settings
-from .sources import count, load_target, parse_spec, run_source, ticks
+from .sources import count, load_target, parse_spec, run_source, takes_skip, ticks
 from .transports.common import validate_topic
 from .transports.stream import reset_connection
 
@@ -53,6 +53,8 @@ def build_app(settings: Settings) -> web.Application:
     for spec in settings.streams:
         name, target = parse_spec(spec)
         ctx.streams[validate_topic(name)] = load_target(target)
+    for factory in ctx.streams.values():
+        takes_skip(factory)  # read each signature once, at load; requests hit the cache
 
     app = web.Application()  # no middleware: see responses.json_errors
     app[CONTEXT] = ctx

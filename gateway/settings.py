@@ -92,6 +92,13 @@ class Settings:
         "error frame, and close 1008 if it keeps up at twice the rate (0: no limit)",
         group="limits",
     )
+    max_skip: int = _opt(
+        100_000,
+        "most items the gateway skips itself to resume a per-connection stream (since=0-<n>); "
+        "past it the request is refused (400). Streams that take a skip parameter position "
+        "themselves and have no such cap",
+        group="limits",
+    )
 
     # -- delivery
     heartbeat: float = _opt(
@@ -147,6 +154,7 @@ class Settings:
             "retry_ms",
             "max_connections",
             "ws_publish_rate",
+            "max_skip",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")

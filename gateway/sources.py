@@ -14,7 +14,9 @@ async iterator (typically it is an ``async def`` generator).
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
+import inspect
 import logging
 import random
 import time
@@ -31,6 +33,7 @@ __all__ = [
     "load_target",
     "parse_spec",
     "run_source",
+    "takes_skip",
     "ticks",
 ]
 
@@ -61,6 +64,33 @@ def load_target(target: str) -> Callable[..., AsyncIterator[Any]]:
     return obj  # type: ignore[no-any-return]
 
 
+def takes_skip(factory: Callable[..., object]) -> bool:
+    """Whether a per-connection stream positions itself: a keyword-only ``skip``.
+
+    Such a stream is called with ``skip=<items to skip>`` (0 when not resuming)
+    and yields from item ``skip + 1`` on; the gateway then skips nothing itself.
+    Decided once per factory (``inspect.signature`` is slow): the gateway asks at
+    load and every request hits the cache.
+    """
+    try:
+        return _takes_skip_cached(factory)
+    except TypeError:  # an unhashable callable object: inspect it every time
+        return _takes_skip(factory)
+
+
+@functools.lru_cache(maxsize=256)
+def _takes_skip_cached(factory: Callable[..., object]) -> bool:
+    return _takes_skip(factory)
+
+
+def _takes_skip(factory: Callable[..., object]) -> bool:
+    try:
+        param = inspect.signature(factory).parameters.get("skip")
+    except (TypeError, ValueError):  # no signature to read (some builtins)
+        return False
+    return param is not None and param.kind is inspect.Parameter.KEYWORD_ONLY
+
+
 # -- built-ins -----------------------------------------------------------------------
 
 
@@ -83,8 +113,13 @@ async def ticks(interval: float = 1.0) -> AsyncIterator[dict[str, Any]]:
 COUNT_MAX = 10**12
 
 
-async def count(n: str | int = 10, interval: str | float = 0) -> AsyncIterator[dict[str, int]]:
-    """The tutorials' classic: count from 1 to ``n``, ``interval`` seconds apart."""
+async def count(
+    n: str | int = 10, interval: str | float = 0, *, skip: int = 0
+) -> AsyncIterator[dict[str, int]]:
+    """The tutorials' classic: count from 1 to ``n``, ``interval`` seconds apart.
+
+    Resuming after item ``skip`` starts at ``skip + 1`` at once, however far.
+    """
     try:
         total = int(n)
         pause = float(interval)
@@ -96,7 +131,7 @@ async def count(n: str | int = 10, interval: str | float = 0) -> AsyncIterator[d
         raise ValueError(f"n must be between 0 and {COUNT_MAX}")
     if not 0 <= pause <= 3600:
         raise ValueError("interval must be between 0 and 3600 seconds")
-    for i in range(1, total + 1):
+    for i in range(skip + 1, total + 1):
         yield {"n": i}
         if pause:
             await asyncio.sleep(pause)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,3 +47,13 @@ async def hold_files(n: str = "1000") -> AsyncIterator[dict[str, int]]:
     finally:
         for f in files:
             f.close()
+
+
+async def rows(n: str = "1000000", cost: str = "0.00001") -> AsyncIterator[dict[str, int]]:
+    """Numbered items that each take ``cost`` seconds of CPU to make (a rendered
+    database row, say), and no ``skip`` parameter: resuming re-runs it from 1."""
+    for i in range(1, int(n) + 1):
+        end = time.perf_counter() + float(cost)
+        while time.perf_counter() < end:
+            pass
+        yield {"i": i}

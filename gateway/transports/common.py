@@ -23,6 +23,7 @@ from ..framing import control_json
 from ..hub import Subscriber
 from ..ids import Key, parse_id
 from ..message import Message
+from ..sources import takes_skip
 from .stream import Stream
 
 __all__ = [
@@ -41,7 +42,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TOPIC_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-RESERVED_PARAMS = frozenset({"since", "limit", "format"})
+RESERVED_PARAMS = frozenset({"since", "limit", "format", "skip"})
+"""Query parameters the gateway reads itself: never passed to a per-connection stream
+(``skip`` is the gateway's to give, from ``since``)."""
 YIELD_EVERY = 64
 """A per-connection pump gives other connections a turn at least this often."""
 NO_PARAMS: Mapping[str, str] = MappingProxyType({})
@@ -201,7 +204,11 @@ async def open_stream(ctx: Context, req: StreamRequest) -> OpenStream | None:
     """Start the generator and fetch its first item before the response starts.
 
     Bad parameters surface here as 400 ``bad_params``; ``None`` means the stream
-    has nothing after ``since`` (already complete).
+    has nothing after ``since`` (already complete). Resuming at ``since=0-<n>``
+    skips ``n`` items: a factory with a keyword-only ``skip`` gets ``skip=n`` and
+    positions itself; for any other the gateway advances it ``n`` times, giving
+    other connections a turn every ``YIELD_EVERY`` items, and refuses (400
+    ``bad_id``) more than ``--max-skip``.
     """
     factory = ctx.streams[req.topic]
     skip = 0
@@ -211,10 +218,23 @@ async def open_stream(ctx: Context, req: StreamRequest) -> OpenStream | None:
                 f"ids of per-connection stream {req.topic!r} look like 0-<n>", code="bad_id"
             )
         skip = req.since[1]
+    native = takes_skip(factory)
+    max_skip = ctx.settings.max_skip
+    if not native and skip > max_skip:
+        raise BadRequest(
+            f"cannot resume stream {req.topic!r} after item {skip}: it cannot skip items "
+            f"itself, and the gateway skips at most {max_skip} (--max-skip) by re-running it",
+            code="bad_id",
+        )
     try:
-        iterator = aiter(factory(**req.params))
-        for _ in range(skip):
-            await anext(iterator)
+        if native:
+            iterator = aiter(factory(**req.params, skip=skip))
+        else:
+            iterator = aiter(factory(**req.params))
+            for done in range(1, skip + 1):
+                await anext(iterator)
+                if done % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
         first = await anext(iterator)
     except StopAsyncIteration:
         return None

@@ -12,11 +12,10 @@ import asyncio
 import logging
 from typing import Any
 
-import orjson
 from aiohttp import WSMsgType, web
 from aiohttp.http import HttpVersion11
 
-from .. import aiohttp_compat, errors
+from .. import aiohttp_compat, errors, jsonvalue
 from ..context import CONTEXT, Context
 from ..errors import BadRequest, Disconnect, StreamgateError
 from ..framing import WS_PING, WS_PONG_OPCODE, Format, control_json, ws_frame
@@ -155,9 +154,9 @@ class WSStream(Stream):
 
     async def _on_command(self, req: StreamRequest, text: str) -> None:
         try:
-            command = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            self._reply(None, "error", code="bad_json", message=f"command is not valid JSON: {exc}")
+            command = jsonvalue.loads(text, what="command")
+        except BadRequest as exc:
+            self._reply(None, "error", code=exc.code, message=exc.message)
             return
         if not isinstance(command, dict):
             self._reply(None, "error", code="bad_command", message="a command is a JSON object")
@@ -207,7 +206,11 @@ class WSStream(Stream):
                     "this one was not published",
                 )
                 return
-        data = orjson.dumps(command["data"])
+        try:
+            data = jsonvalue.dumps(command["data"])
+        except BadRequest as exc:
+            self._reply(ref, "error", code=exc.code, message=exc.message)
+            return
         if len(data) > settings.max_message_bytes:
             self._reply(
                 ref,
