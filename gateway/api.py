@@ -144,6 +144,7 @@ async def healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "topics": len(await ctx.broker.topics()),
             "connections": len(ctx.sessions),
+            "history_bytes": ctx.broker.history_bytes(),
             "disconnects": dict(ctx.disconnects),
         }
     )

@@ -36,7 +36,11 @@ def build_app(settings: Settings) -> web.Application:
     """The aiohttp application for ``settings``, not yet started."""
     broker: Broker
     if settings.broker == "memory":
-        broker = MemoryBroker(history_size=settings.history_size, max_topics=settings.max_topics)
+        broker = MemoryBroker(
+            history_size=settings.history_size,
+            max_topics=settings.max_topics,
+            max_history_bytes=settings.max_history_bytes,
+        )
     else:
         from .broker.redis import RedisBroker  # redis is an optional dependency
 

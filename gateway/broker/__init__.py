@@ -69,3 +69,6 @@ class Broker(Protocol):
 
     def unwatch(self, topic: str) -> None:
         """``topic`` has no local subscriber left."""
+
+    def history_bytes(self) -> int | None:
+        """Bytes of history this process holds (None: it holds none, as with Redis)."""

@@ -14,7 +14,8 @@ hub's cursor hand-off (see hub.py) sees no hole.
 
 History is ``XADD MAXLEN = history_size + 1`` (exact trimming): the oldest entry
 is not served but kept as the marker of what was evicted, which makes gap
-detection exact (Redis does not record the last trimmed id).
+detection exact (Redis does not record the last trimmed id). The gateway
+process holds no history here: Redis's ``maxmemory`` and that MAXLEN bound it.
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ class RedisBroker:
                 w = await self._window(name, None, 0)
                 out.append(TopicInfo(name, w.first_id, w.last_id, w.length))
             return out
+
+    def history_bytes(self) -> int | None:
+        return None  # history lives in Redis (its maxmemory and MAXLEN bound it)
 
     # -- publish and read -----------------------------------------------------------------
 
