@@ -18,6 +18,7 @@ from .api import STATIC_DIR, routes
 from .broker import Broker
 from .broker.memory import MemoryBroker
 from .context import CONTEXT, Context
+from .expiry import expire_topics_forever
 from .framing import SSE_HEARTBEAT, WS_PING
 from .hub import Hub
 from .settings import Settings
@@ -93,6 +94,9 @@ def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]
             for name, factory in sources.items()
         ]
         tasks.append(asyncio.create_task(_heartbeats(ctx), name="heartbeats"))
+        if ctx.settings.topic_ttl > 0:
+            declared = (*ctx.settings.topics, *sources)
+            tasks.append(asyncio.create_task(expire_topics_forever(ctx, declared), name="expiry"))
         try:
             yield
         finally:

@@ -247,6 +247,10 @@ class Hub:
                 del self._fanouts[sub.topic]
                 self.broker.unwatch(sub.topic)
 
+    def subscribed_topics(self) -> list[str]:
+        """The topics that have local subscribers now (the topic expiry keeps them)."""
+        return list(self._fanouts)
+
     def subscriber_counts(self, topic: str) -> dict[str, int]:
         counts = {"chunked": 0, "sse": 0, "ws": 0}
         fan = self._fanouts.get(topic)

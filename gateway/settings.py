@@ -95,6 +95,12 @@ class Settings:
         f"first; at least 16 x (max-message-bytes + {HISTORY_ENTRY_SLACK})",
         group="limits",
     )
+    topic_ttl: float = _opt(
+        3600.0,
+        "seconds a topic with no local subscriber and no publish is kept before it is "
+        "removed with its history (0: never); topics declared at start never expire",
+        group="limits",
+    )
 
     # -- delivery
     heartbeat: float = _opt(
@@ -144,7 +150,7 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("tick_interval", "write_delay", "retry_ms"):
+        for name in ("tick_interval", "write_delay", "retry_ms", "topic_ttl"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         least = 16 * (self.max_message_bytes + HISTORY_ENTRY_SLACK)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -19,7 +19,7 @@ from gateway.app import Running, running
 from gateway.context import Context
 from gateway.settings import Settings
 
-__all__ = ["TIMEOUT", "GatewayUnderTest", "start_gateway", "wait_for"]
+__all__ = ["TIMEOUT", "GatewayUnderTest", "poll_until", "start_gateway", "wait_for"]
 
 TIMEOUT = 10.0 * float(os.environ.get("STREAMGATE_TEST_TIMEOUT_SCALE", "1"))
 
@@ -89,3 +89,15 @@ async def wait_for(predicate: Callable[[], bool], within: float = TIMEOUT, what:
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {within:.1f}s waiting for {what or predicate}")
         await asyncio.sleep(0.01)
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[bool]], within: float = TIMEOUT, what: str = ""
+) -> None:
+    """Like :func:`wait_for`, for a condition that needs I/O (an HTTP request)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within:.1f}s waiting for {what or check}")
+        await asyncio.sleep(0.02)

@@ -1,4 +1,7 @@
-"""History is bounded in bytes over all topics (memory broker)."""
+"""History is bounded in bytes over all topics, and idle topics expire.
+
+Memory broker only; the Redis side of expiry is in test_redis_broker.py.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ import pytest
 
 from gateway.broker.memory import MESSAGE_OVERHEAD, MemoryBroker
 from gateway.settings import HISTORY_ENTRY_SLACK
-from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway
+from tests.helpers import TIMEOUT, GatewayUnderTest, poll_until, start_gateway, wait_for
 from tests.wire import read_until
 
+TRANSPORTS = ["chunked", "sse", "ws"]
 SMALL = 1024
 """max_message_bytes in the budget tests."""
 BUDGET = 16 * (SMALL + HISTORY_ENTRY_SLACK)
@@ -45,6 +49,16 @@ async def history_bytes(gw: GatewayUnderTest) -> int:
     status, body = await get(gw, "/healthz")
     assert status == 200
     return int(body["history_bytes"])
+
+
+async def exists(gw: GatewayUnderTest, topic: str) -> bool:
+    status, _ = await get(gw, f"/topics/{topic}/messages?limit=1")
+    assert status in (200, 404)
+    return status == 200
+
+
+async def _absent(gw: GatewayUnderTest, *names: str) -> bool:
+    return not any([await exists(gw, n) for n in names])
 
 
 # -- the byte budget ------------------------------------------------------------------------
@@ -172,6 +186,28 @@ def test_eviction_order_matches_a_reference_model_with_per_topic_bounds() -> Non
         assert broker.history_bytes() <= budget
 
 
+async def test_the_heap_of_topic_heads_stays_bounded_under_topic_churn() -> None:
+    broker = MemoryBroker(history_size=10, max_topics=5, max_history_bytes=BUDGET)
+    for n in range(2000):
+        broker.publish_now(f"t{n}", [b"1"])
+        broker.publish_now("steady", [b"2"])
+        assert await broker.expire_topics(0, keep=["steady"]) == [f"t{n}"]
+        assert len(broker._heads) <= 2 * 5 + 64
+    assert await broker.expire_topics(0, keep=[]) == ["steady"]
+    assert broker.history_bytes() == 0
+    # Still consistent afterwards: the budget keeps the newest, across topics.
+    published = []
+    for n in range(200):
+        published += broker.publish_now(f"u{n % 3}", [orjson.dumps("y" * 500)])
+        assert broker.history_bytes() <= BUDGET
+    kept = sorted(
+        (m for t in ("u0", "u1", "u2") for m in broker.read_now(t, None).messages),
+        key=published.index,
+    )
+    assert kept == published[-len(kept) :] and len(kept) > 10
+    assert broker.history_bytes() == sum(len(m.json) + MESSAGE_OVERHEAD for m in kept)
+
+
 # -- RSS of a real gateway process -------------------------------------------------------------
 
 
@@ -259,3 +295,41 @@ async def test_rss_stays_under_baseline_plus_budget(item: Any, per_batch: int, b
         f"RSS {peak >> 20} MiB: baseline {baseline >> 20} MiB + budget {budget >> 20} MiB "
         f"+ {(peak - baseline - budget) / 2**20:.1f} MiB"
     )
+
+
+# -- idle topics expire ----------------------------------------------------------------------------
+
+
+async def test_an_idle_topic_expires_and_frees_its_slot_but_a_declared_one_stays() -> None:
+    async with start_gateway(topic_ttl=0.2, max_topics=3, topics=("declared",)) as gw:
+        await gw.publish("a", 1)
+        await gw.publish("b", 2)
+        async with gw.session.post(f"{gw.url}/topics/c", data=b"3") as r:
+            assert (r.status, (await r.json())["error"]) == (409, "too_many_topics")
+
+        async def c_accepted() -> bool:
+            async with gw.session.post(f"{gw.url}/topics/c", data=b"3") as r:
+                assert r.status in (201, 409)
+                return r.status == 201
+
+        await poll_until(c_accepted, what="a free topic slot")
+        await poll_until(lambda: _absent(gw, "a", "b"), what="a and b to expire with their history")
+        listing = await topics(gw)
+        assert "declared" in listing  # idle since start, and still there
+        assert "a" not in listing and "b" not in listing
+        async with gw.session.get(f"{gw.url}/chunked/a") as r:
+            assert r.status == 404
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_topic_with_a_subscriber_does_not_expire(transport: str) -> None:
+    async with start_gateway(topic_ttl=0.2) as gw:
+        await gw.publish("held", 0)
+        reader = asyncio.create_task(read_until(gw.url, transport, "held", count=1))
+        await wait_for(lambda: gw.context.hub.subscriber_counts("held")[transport] == 1)
+        await gw.publish("control", 0)  # published after "held"
+        await poll_until(lambda: _absent(gw, "control"), what="the control topic to expire")
+        assert await exists(gw, "held")
+        live = await gw.publish("held", 1)
+        assert (await reader).ids == [live]
+        await poll_until(lambda: _absent(gw, "held"), what="held to expire, once unwatched")

@@ -1,7 +1,8 @@
 """The in-memory broker: the embedded default, nothing else to run.
 
-History is bounded two ways: ``history_size`` messages per topic, and a byte
-budget over every topic (``max_history_bytes``).
+History is bounded three ways: ``history_size`` messages per topic, a byte
+budget over every topic (``max_history_bytes``), and idle topics expire
+(:meth:`MemoryBroker.expire_topics`, driven by the sweep in ``expiry.py``).
 
 The byte budget evicts the globally oldest messages first, once per publish
 (after the topic's own bound), until the total fits. Every message gets a
@@ -20,7 +21,7 @@ import bisect
 import heapq
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from ..errors import Conflict, NotFound
 from ..ids import IdGenerator, Key
@@ -43,9 +44,13 @@ rounded up. tests/test_history_limits.py measures it again with tracemalloc.
 Per-topic state (about 1.7 KiB: the deques' first blocks, the id generator) is
 not counted: ``max_topics`` bounds it."""
 
+_HEAP_SLACK = 64
+"""The heap of topic heads is rebuilt when it holds more than twice as many
+entries as there are topics, plus this: deleted topics leave stale entries."""
+
 
 class _Topic:
-    __slots__ = ("bytes", "evicted_last", "history", "ids", "queued", "seqs")
+    __slots__ = ("active", "bytes", "dead", "evicted_last", "history", "ids", "queued", "seqs")
 
     def __init__(self, size: int, clock: Callable[[], float]) -> None:
         self.history: deque[Message] = deque(maxlen=size)
@@ -59,6 +64,10 @@ class _Topic:
         """Accounted bytes of this topic's history."""
         self.queued = False
         """Whether the heap of topic heads holds an entry for this topic."""
+        self.dead = False
+        """Deleted or expired: its heap entry, if any, is stale."""
+        self.active = time.monotonic()
+        """Last publish, creation, or sweep that found a local subscriber."""
 
 
 def _message_key(m: Message) -> Key:
@@ -134,6 +143,7 @@ class MemoryBroker:
     def publish_now(self, topic: str, data_json: Sequence[bytes]) -> list[Message]:
         """Synchronous publish (the memory broker never waits)."""
         t = self._topic(topic)
+        t.active = time.monotonic()
         history, seqs, ids = t.history, t.seqs, t.ids
         full = history.maxlen
         seq = self._seq
@@ -172,7 +182,7 @@ class MemoryBroker:
         heads = self._heads
         while heads:
             seq, t = heads[0]
-            if not t.history:
+            if t.dead or not t.history:
                 heapq.heappop(heads)
                 t.queued = False
                 continue
@@ -222,3 +232,41 @@ class MemoryBroker:
             )
             for name, t in self._topics.items()
         ]
+
+    # -- removing topics ---------------------------------------------------------------
+
+    def _remove(self, topic: str) -> bool:
+        t = self._topics.pop(topic, None)
+        if t is None:
+            return False
+        t.dead = True
+        self._bytes -= t.bytes
+        t.history.clear()
+        t.seqs.clear()
+        t.bytes = 0
+        if len(self._heads) > 2 * len(self._topics) + _HEAP_SLACK:
+            # Bounded whatever the churn of topics: drop the stale entries.
+            live = [e for e in self._heads if not e[1].dead]
+            heapq.heapify(live)
+            self._heads = live
+        return True
+
+    async def expire_topics(self, ttl: float, keep: Collection[str]) -> list[str]:
+        """Remove the topics idle for ``ttl`` seconds; returns their names.
+
+        Topics in ``keep`` (local subscribers, declared at start) count as
+        active now. One pass over the topics: the sweep runs at most a few
+        times per ``ttl``, never per publish.
+        """
+        now = time.monotonic()
+        keep = set(keep)
+        for name in keep:
+            t = self._topics.get(name)
+            if t is not None:
+                t.active = now
+        idle = [
+            name for name, t in self._topics.items() if now - t.active >= ttl and name not in keep
+        ]
+        for name in idle:
+            self._remove(name)
+        return idle
