@@ -101,6 +101,17 @@ async def publish_batch(request: web.Request) -> web.Response:
 
 
 @json_errors
+async def delete_topic(request: web.Request) -> web.Response:
+    """``DELETE /topics/{topic}``: the topic and its history go; its local subscribers end."""
+    ctx = request.app[CONTEXT]
+    topic = _publish_target(request)
+    if not await ctx.broker.delete_topic(topic):
+        raise NotFound(f"unknown topic {topic!r}")
+    ctx.hub.end_topic(topic)
+    return json_response({"topic": topic, "deleted": True})
+
+
+@json_errors
 async def list_topics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     topics = [
@@ -185,7 +196,7 @@ def routes() -> list[web.AbstractRouteDef]:
         "/": [("GET", index)],
         "/healthz": [("GET", healthz)],
         "/topics": [("GET", list_topics)],
-        "/topics/{topic}": [("POST", publish)],
+        "/topics/{topic}": [("POST", publish), ("DELETE", delete_topic)],
         "/topics/{topic}/batch": [("POST", publish_batch)],
         "/topics/{topic}/messages": [("GET", topic_messages)],
         "/chunked/{topic}": [("GET", handle_chunked)],

@@ -79,3 +79,5 @@ STREAM_COMPLETE = Disconnect("complete", 1000, reconnect=False)
 SOURCE_FAILED = Disconnect("source_failed", 1011, reconnect=True)
 HEARTBEAT_TIMEOUT = Disconnect("heartbeat_timeout", 1011, reconnect=True)
 CLIENT_GONE = Disconnect("client_gone", 1000, reconnect=False)
+TOPIC_DELETED = Disconnect("topic_deleted", 1000, reconnect=False)
+"""The topic was deleted (``DELETE /topics/{topic}``) or expired: nothing to resume."""

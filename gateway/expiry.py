@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Collection
 
+from . import errors
 from .context import Context
 from .errors import Unavailable
 
@@ -45,5 +46,9 @@ async def expire_topics_forever(ctx: Context, declared: Collection[str]) -> None
         except Unavailable as exc:
             log.warning("topic expiry skipped: %s", exc.message)
             continue
+        for topic in expired:
+            # A subscriber that arrived during the sweep (Redis: while the
+            # script ran) must not wait on a topic that is gone.
+            ctx.hub.end_topic(topic, errors.TOPIC_DELETED)
         if expired:
             log.info("expired %d idle topic(s): %s", len(expired), ", ".join(expired[:10]))

@@ -1,6 +1,6 @@
-"""History is bounded in bytes over all topics, and idle topics expire.
+"""History is bounded in bytes, idle topics expire, and DELETE removes a topic.
 
-Memory broker only; the Redis side of expiry is in test_redis_broker.py.
+Memory broker only; the Redis side of expiry and DELETE is in test_redis_broker.py.
 """
 
 from __future__ import annotations
@@ -333,3 +333,54 @@ async def test_a_topic_with_a_subscriber_does_not_expire(transport: str) -> None
         live = await gw.publish("held", 1)
         assert (await reader).ids == [live]
         await poll_until(lambda: _absent(gw, "held"), what="held to expire, once unwatched")
+
+
+# -- DELETE /topics/{topic} ------------------------------------------------------------------
+
+
+async def test_delete_answers(gateway: GatewayUnderTest) -> None:
+    gw = gateway
+    await gw.publish_many("news", range(3))
+    async with gw.session.delete(f"{gw.url}/topics/news") as r:
+        assert (r.status, await r.json()) == (200, {"topic": "news", "deleted": True})
+    async with gw.session.delete(f"{gw.url}/topics/news") as r:
+        assert (r.status, (await r.json())["error"]) == (404, "unknown_topic")
+    async with gw.session.delete(f"{gw.url}/topics/bad%20name") as r:
+        assert (r.status, (await r.json())["error"]) == (400, "bad_topic")
+    async with gw.session.delete(f"{gw.url}/topics/count") as r:
+        assert (r.status, (await r.json())["error"]) == (409, "not_a_topic")
+    assert (await get(gw, "/topics/news/messages"))[0] == 404
+    assert "news" not in await topics(gw)
+    assert await history_bytes(gw) == 0
+    # Publishing creates it again, with none of the old history.
+    new = await gw.publish("news", "again")
+    assert (await get(gw, "/topics/news/messages"))[1]["messages"][0]["id"] == new
+
+
+async def test_delete_ends_every_local_subscriber_with_topic_deleted(
+    gateway: GatewayUnderTest,
+) -> None:
+    gw = gateway
+    ids = await gw.publish_many("news", range(3))
+    readers = {
+        t: asyncio.create_task(read_until(gw.url, t, "news", query=f"since={ids[0]}"))
+        for t in TRANSPORTS
+    }
+    await wait_for(
+        lambda: all(gw.context.hub.subscriber_counts("news")[t] == 1 for t in TRANSPORTS)
+    )
+    async with gw.session.delete(f"{gw.url}/topics/news") as r:
+        assert r.status == 200
+    done = {t: await asyncio.wait_for(task, TIMEOUT) for t, task in readers.items()}
+    for t, reader in done.items():
+        assert reader.ids == ids[1:], t
+        assert reader.controls[-1] == {
+            "type": "end",
+            "reason": "topic_deleted",
+            "last_id": ids[-1],
+        }, t
+    assert done["sse"].items[-1].sse_event == "end"
+    assert (done["ws"].close_code, done["ws"].close_reason) == (1000, "topic_deleted")
+    await wait_for(lambda: not gw.context.sessions, what="every stream to be closed")
+    assert gw.context.disconnects["topic_deleted"] == 3
+    assert gw.context.hub.subscribed_topics() == []

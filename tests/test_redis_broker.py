@@ -289,3 +289,18 @@ async def test_a_registry_from_before_the_sorted_set_is_carried_over(redis_url: 
             assert isinstance(gw.context.broker, RedisBroker)
     finally:
         await r.aclose()
+
+
+async def test_delete_on_one_replica(redis_url: str) -> None:
+    async with replicas(redis_url, "t10:") as (a, b):
+        ids = await a.publish_many("news", range(3))
+        reader = asyncio.create_task(read_until(a.url, "ws", "news", query=f"since={ids[0]}"))
+        await wait_for(lambda: a.context.hub.subscriber_counts("news")["ws"] == 1)
+        async with a.session.delete(f"{a.url}/topics/news") as r:
+            assert (r.status, await r.json()) == (200, {"topic": "news", "deleted": True})
+        done = await asyncio.wait_for(reader, TIMEOUT)
+        assert done.ids == ids[1:]
+        assert done.controls[-1]["reason"] == "topic_deleted" and done.close_code == 1000
+        assert not await _exists(b, "news")  # history gone for every replica
+        async with b.session.delete(f"{b.url}/topics/news") as r:
+            assert (r.status, (await r.json())["error"]) == (404, "unknown_topic")

@@ -70,6 +70,9 @@ class Broker(Protocol):
     def unwatch(self, topic: str) -> None:
         """``topic`` has no local subscriber left."""
 
+    async def delete_topic(self, topic: str) -> bool:
+        """Remove ``topic`` and its history; False when there was no such topic."""
+
     async def expire_topics(self, ttl: float, keep: Collection[str]) -> list[str]:
         """Remove topics with no publish for ``ttl`` seconds; returns their names.
 

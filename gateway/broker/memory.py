@@ -251,6 +251,10 @@ class MemoryBroker:
             self._heads = live
         return True
 
+    async def delete_topic(self, topic: str) -> bool:
+        """Remove ``topic`` and its history; False when there was no such topic."""
+        return self._remove(topic)
+
     async def expire_topics(self, ttl: float, keep: Collection[str]) -> list[str]:
         """Remove the topics idle for ``ttl`` seconds; returns their names.
 

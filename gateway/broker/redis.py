@@ -123,6 +123,13 @@ return gone
 ARGV[2] on, matching KEYS[2] on) -> the names removed. The score is read again
 here: a publish since the candidates were listed keeps its topic."""
 
+DELETE_LUA = """
+local n = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return n
+"""
+"""KEYS: activity, stream. ARGV: topic -> 1 if it was registered."""
+
 MIGRATE_LUA = (
     _NOW_MS
     + """
@@ -208,6 +215,7 @@ class RedisBroker:
             ("publish", PUBLISH_LUA),
             ("touch", TOUCH_LUA),
             ("expire", EXPIRE_LUA),
+            ("delete", DELETE_LUA),
             ("migrate", MIGRATE_LUA),
         ):
             self._scripts[name] = self._redis.register_script(lua)
@@ -254,6 +262,13 @@ class RedisBroker:
                 w = await self._window(name, None, 0)
                 out.append(TopicInfo(name, w.first_id, w.last_id, w.length))
             return out
+
+    async def delete_topic(self, topic: str) -> bool:
+        with _guard():
+            n = await self._scripts["delete"](
+                keys=[self._activity_key, self._key(topic)], args=[topic]
+            )
+        return bool(n)
 
     async def expire_topics(self, ttl: float, keep: Collection[str]) -> list[str]:
         ttl_ms = max(1, round(ttl * 1000))
