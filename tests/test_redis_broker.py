@@ -304,3 +304,29 @@ async def test_delete_on_one_replica(redis_url: str) -> None:
         assert not await _exists(b, "news")  # history gone for every replica
         async with b.session.delete(f"{b.url}/topics/news") as r:
             assert (r.status, (await r.json())["error"]) == (404, "unknown_topic")
+
+
+async def test_redis_maxmemory_bounds_history_a_full_redis_is_a_503_and_delete_recovers() -> None:
+    """With Redis the gateway holds no history: Redis's maxmemory is the bound."""
+    import redis.asyncio as aioredis
+
+    with redis_server() as (url, _):
+        r = aioredis.from_url(url)
+        try:
+            await r.config_set("maxmemory", "4mb")
+            await r.config_set("maxmemory-policy", "noeviction")
+        finally:
+            await r.aclose()
+        async with start_gateway(broker=url, history_size=100_000) as gw:
+            body = b'"' + b"x" * 60_000 + b'"'
+            statuses = []
+            for _ in range(400):  # 24 MB: far past 4 MB
+                async with gw.session.post(f"{gw.url}/topics/big", data=body) as resp:
+                    statuses.append(resp.status)
+                    if resp.status != 201:
+                        assert (await resp.json())["error"] == "broker_unavailable"
+                        break
+            assert statuses[-1] == 503 and len(statuses) > 5
+            async with gw.session.delete(f"{gw.url}/topics/big") as resp:
+                assert resp.status == 200
+            await gw.publish("big", "fits again")

@@ -38,7 +38,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import Conflict, NotFound, Unavailable
@@ -149,11 +149,13 @@ def _s(value: Any) -> str:
 
 @contextlib.contextmanager
 def _guard() -> Iterator[None]:
-    """Redis unreachable: a 503 JSON error for the request, not a 500."""
+    """Redis unreachable or full: a 503 JSON error for the request, not a 500."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise Unavailable(f"the Redis broker is unreachable: {exc}") from exc
+    except OutOfMemoryError as exc:
+        raise Unavailable(f"the Redis broker refuses writes (maxmemory): {exc}") from exc
 
 
 class _Window:
