@@ -19,6 +19,7 @@ from .api import STATIC_DIR, routes
 from .broker import Broker
 from .broker.memory import MemoryBroker
 from .context import CONTEXT, Context
+from .expiry import expire_topics_forever
 from .hub import Hub
 from .limits import ConnectionGate, Tally, accept_error_handler, max_connections
 from .settings import Settings
@@ -37,7 +38,11 @@ def build_app(settings: Settings) -> web.Application:
     """The aiohttp application for ``settings``, not yet started."""
     broker: Broker
     if settings.broker == "memory":
-        broker = MemoryBroker(history_size=settings.history_size, max_topics=settings.max_topics)
+        broker = MemoryBroker(
+            history_size=settings.history_size,
+            max_topics=settings.max_topics,
+            max_history_bytes=settings.max_history_bytes,
+        )
     else:
         from .broker.redis import RedisBroker  # redis is an optional dependency
 
@@ -92,6 +97,9 @@ def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]
             for name, factory in sources.items()
         ]
         tasks.append(asyncio.create_task(_heartbeats(ctx), name="heartbeats"))
+        if ctx.settings.topic_ttl > 0:
+            declared = (*ctx.settings.topics, *sources)
+            tasks.append(asyncio.create_task(expire_topics_forever(ctx, declared), name="expiry"))
         try:
             yield
         finally:

@@ -93,3 +93,5 @@ RATE_LIMITED = Disconnect("rate_limited", 1008, reconnect=False)
 """A WebSocket client kept publishing past ``--ws-publish-rate``."""
 CLIENT_GONE = Disconnect("client_gone", 1000, reconnect=False)
 """The client went away (or closed its WebSocket): nothing is sent."""
+TOPIC_DELETED = Disconnect("topic_deleted", 1000, reconnect=False)
+"""The topic was deleted (``DELETE /topics/{topic}``) or expired: nothing to resume."""

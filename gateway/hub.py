@@ -23,7 +23,7 @@ from typing import Protocol
 
 from . import errors
 from .broker import Broker
-from .errors import Disconnect
+from .errors import Disconnect, NotFound
 from .framing import Format, control_json, encode_messages, http_chunk
 from .ids import Key, format_id
 from .message import Message
@@ -212,7 +212,11 @@ class Hub:
         fan.subscribers[sub] = None
         if first:
             await self.broker.watch(sub.topic)
-        read = await self.broker.read(sub.topic, since)
+        try:
+            read = await self.broker.read(sub.topic, since)
+        except NotFound:  # deleted or expired since the request was checked
+            sub.sink.close(errors.TOPIC_DELETED)
+            return
         if since is None:
             sub.cursor = read.last_key
         else:
@@ -248,6 +252,24 @@ class Hub:
                     fan.flush_handle.cancel()
                 del self._fanouts[sub.topic]
                 self.broker.unwatch(sub.topic)
+
+    def subscribed_topics(self) -> list[str]:
+        """The topics that have local subscribers now (the topic expiry keeps them)."""
+        return list(self._fanouts)
+
+    def end_topic(self, topic: str, reason: Disconnect = errors.TOPIC_DELETED) -> int:
+        """End every local subscriber of ``topic``; returns how many there were.
+
+        Each sink's close() makes its transport write the ``end`` event (WebSocket:
+        close 1000) and unsubscribe, as for any other disconnect.
+        """
+        fan = self._fanouts.get(topic)
+        if fan is None:
+            return 0
+        subs = tuple(fan.subscribers)
+        for sub in subs:
+            sub.sink.close(reason)
+        return len(subs)
 
     def subscriber_counts(self, topic: str) -> dict[str, int]:
         counts = {"chunked": 0, "sse": 0, "ws": 0}

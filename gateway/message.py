@@ -30,4 +30,8 @@ class Message:
     def create(cls, key: Key, topic: str, data_json: bytes, ts: float | None = None) -> Message:
         id = format_id(key)
         ts = now_ms() if ts is None else ts
-        return cls(key, id, topic, ts, message_json(id, topic, ts, data_json))
+        # orjson hands back its output buffer without shrinking it: at least
+        # 4 KiB, and up to twice the length past that. Messages live on in
+        # history, so keep an exact-size copy (about 0.15 us).
+        json = bytes(memoryview(message_json(id, topic, ts, data_json)))
+        return cls(key, id, topic, ts, json)

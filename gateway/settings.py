@@ -14,9 +14,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ENV_PREFIX", "Settings", "add_arguments", "from_args", "from_env"]
+__all__ = [
+    "ENV_PREFIX",
+    "HISTORY_ENTRY_SLACK",
+    "Settings",
+    "add_arguments",
+    "from_args",
+    "from_env",
+]
 
 ENV_PREFIX = "STREAMGATE_"
+
+HISTORY_ENTRY_SLACK = 1024
+"""What a retained message may cost beyond its data, in bytes: its envelope
+(id, topic, ts: at most about 230 bytes) and the memory broker's per-message
+overhead (``MESSAGE_OVERHEAD``, 384). ``max_history_bytes`` must hold 16 such
+messages of ``max_message_bytes``: the largest batch body, so a batch of
+full-size messages is never evicted by the publish that brings it."""
 
 
 def _opt(default: Any, help: str, *, group: str, flag: str | None = None) -> Any:
@@ -99,6 +113,19 @@ class Settings:
         "themselves and have no such cap",
         group="limits",
     )
+    max_history_bytes: int = _opt(
+        256 << 20,
+        "bytes of history the memory broker keeps over all topics (each message's JSON "
+        "plus a fixed per-message overhead); past it the oldest messages of any topic go "
+        f"first; at least 16 x (max-message-bytes + {HISTORY_ENTRY_SLACK})",
+        group="limits",
+    )
+    topic_ttl: float = _opt(
+        3600.0,
+        "seconds a topic with no local subscriber and no publish is kept before it is "
+        "removed with its history (0: never); topics declared at start never expire",
+        group="limits",
+    )
 
     # -- delivery
     heartbeat: float = _opt(
@@ -140,6 +167,7 @@ class Settings:
             "history_size",
             "max_topics",
             "max_message_bytes",
+            "max_history_bytes",
             "max_queue_bytes",
             "write_timeout",
             "grace",
@@ -155,9 +183,17 @@ class Settings:
             "max_connections",
             "ws_publish_rate",
             "max_skip",
+            "topic_ttl",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        least = 16 * (self.max_message_bytes + HISTORY_ENTRY_SLACK)
+        if self.max_history_bytes < least:
+            raise ValueError(
+                f"max_history_bytes must be at least 16 x (max_message_bytes + "
+                f"{HISTORY_ENTRY_SLACK}) = {least} (a batch of full-size messages), "
+                f"got {self.max_history_bytes}"
+            )
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise ValueError(f"loop must be 'auto', 'asyncio' or 'uvloop', got {self.loop!r}")
         if not 0 <= self.port <= 65535:

@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -27,6 +27,7 @@ __all__ = [
     "GatewayProcess",
     "GatewayUnderTest",
     "free_port",
+    "poll_until",
     "spawn_gateway",
     "start_gateway",
     "wait_for",
@@ -100,6 +101,18 @@ async def wait_for(predicate: Callable[[], bool], within: float = TIMEOUT, what:
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {within:.1f}s waiting for {what or predicate}")
         await asyncio.sleep(0.01)
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[bool]], within: float = TIMEOUT, what: str = ""
+) -> None:
+    """Like :func:`wait_for`, for a condition that needs I/O (an HTTP request)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within:.1f}s waiting for {what or check}")
+        await asyncio.sleep(0.02)
 
 
 def free_port() -> int:

@@ -229,3 +229,30 @@ async def test_write_delay_coalesces_publishes_across_loop_turns(write_delay: fl
     await asyncio.sleep(write_delay + 0.05)
     assert sink.ids == ids
     assert len(sink.writes) == (1 if write_delay else 5)
+
+
+async def test_end_topic_closes_its_local_subscribers_only() -> None:
+    broker, hub = make()
+    for topic in ("t", "u"):
+        await broker.create_topic(topic)
+    on_t = [await subscribe(hub, RecordingSink(), "t") for _ in range(3)]
+    on_u = await subscribe(hub, RecordingSink(), "u")
+    assert sorted(hub.subscribed_topics()) == ["t", "u"]
+    assert hub.end_topic("t") == 3
+    assert [s.sink.reason for s in on_t] == [errors.TOPIC_DELETED] * 3
+    assert not on_u.sink.closed
+    for sub in on_t:  # what each transport does once its sink is closed
+        hub.unsubscribe(sub)
+    assert hub.subscribed_topics() == ["u"]
+    assert hub.end_topic("t") == 0
+
+
+async def test_subscribing_to_a_topic_deleted_meanwhile_ends_with_topic_deleted() -> None:
+    broker, hub = make()
+    await broker.create_topic("t")
+    assert await broker.delete_topic("t")  # between the request's check and the subscription
+    sink = RecordingSink()
+    sub = await subscribe(hub, sink, "t", since="0-0")
+    assert sink.reason is errors.TOPIC_DELETED
+    assert sink.ids == [] and sink.controls == []
+    hub.unsubscribe(sub)

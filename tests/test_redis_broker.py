@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway, wait_for
+from tests.helpers import TIMEOUT, GatewayUnderTest, poll_until, start_gateway, wait_for
 from tests.wire import read_until
 
 pytestmark = pytest.mark.skipif(
@@ -191,3 +191,142 @@ async def test_redis_going_away_is_a_503_json_error_not_a_crash() -> None:
                 assert (await r.json())["error"] == "broker_unavailable"
             async with gw.session.get(f"{gw.url}/healthz") as r:
                 assert r.status == 503  # a health check that tells the truth
+
+
+# -- topic expiry, DELETE and the shared registry ------------------------------------------
+
+
+async def _exists(gw: GatewayUnderTest, topic: str) -> bool:
+    async with gw.session.get(f"{gw.url}/topics/{topic}/messages?limit=1") as r:
+        assert r.status in (200, 404)
+        return r.status == 200
+
+
+async def _publish_status(gw: GatewayUnderTest, topic: str) -> int:
+    async with gw.session.post(f"{gw.url}/topics/{topic}", data=b"1") as r:
+        return r.status
+
+
+async def test_idle_topics_expire_but_a_subscriber_on_the_other_replica_keeps_one(
+    redis_url: str,
+) -> None:
+    async with replicas(redis_url, "t6:", topic_ttl=0.3, max_topics=3) as (a, b):
+        await a.publish("held", 0)
+        reader = asyncio.create_task(read_until(b.url, "sse", "held", count=1))
+        await wait_for(lambda: b.context.hub.subscriber_counts("held")["sse"] == 1)
+        await a.publish("x", 1)
+        await a.publish("y", 2)
+        assert await _publish_status(b, "z") == 409  # max_topics counts the registry
+
+        async def z_accepted() -> bool:
+            return await _publish_status(b, "z") == 201
+
+        await poll_until(z_accepted, what="x and y to expire and free their slots")
+        assert not await _exists(a, "x") and not await _exists(b, "y")
+        # a's sweep alone would have removed "held"; b refreshes it for its subscriber.
+        assert await _exists(a, "held")
+        live = await a.publish("held", 1)
+        assert (await reader).ids == [live]
+
+        async def held_gone() -> bool:
+            return not await _exists(a, "held")
+
+        await poll_until(held_gone, what="held to expire once b's subscriber left")
+
+
+async def test_a_topic_declared_on_one_replica_does_not_expire_on_the_other(
+    redis_url: str,
+) -> None:
+    common = {"broker": redis_url, "redis_prefix": "t7:", "topic_ttl": 0.3}
+    async with start_gateway(**common, topics=("decl",)), start_gateway(**common) as b:
+        await b.publish("x", 1)
+
+        async def x_gone() -> bool:
+            return not await _exists(b, "x")
+
+        await poll_until(x_gone, what="x to expire")
+        assert await _exists(b, "decl")  # idle longer than x; a keeps it
+
+
+async def test_expiry_rereads_the_score_so_a_publish_in_between_is_kept(redis_url: str) -> None:
+    """The sweep lists idle topics, then removes them in a second script; a
+    publish between the two must keep its topic and its messages."""
+    from gateway.broker.redis import RedisBroker
+
+    broker = RedisBroker(redis_url, history_size=10, max_topics=10, prefix="t8:")
+    await broker.start()
+    try:
+        r = broker.redis
+        activity = "t8:topic-activity"
+        await broker.publish("late", [b"1"])
+        await broker.publish("idle", [b"1"])
+        await r.zadd(activity, {"late": 0, "idle": 0})  # both idle since 1970
+        listed = await broker._scripts["touch"](keys=[activity], args=[60_000])
+        assert sorted(listed) == [b"idle", b"late"]
+        await broker.publish("late", [b"2"])  # lands between the listing and the removal
+        gone = await broker._scripts["expire"](
+            keys=[activity, "t8:t:idle", "t8:t:late"], args=[60_000, "idle", "late"]
+        )
+        assert gone == [b"idle"]
+        assert not await broker.has_topic("idle") and not await r.exists("t8:t:idle")
+        assert len((await broker.read("late", None)).messages) == 2
+    finally:
+        await broker.close()
+
+
+async def test_a_registry_from_before_the_sorted_set_is_carried_over(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from gateway.broker.redis import RedisBroker
+
+    r = aioredis.from_url(redis_url)
+    try:
+        await r.sadd("t9:topics", "legacy")
+        await r.xadd("t9:t:legacy", {"ts": "1.0", "data": b'"old"'})
+        async with start_gateway(broker=redis_url, redis_prefix="t9:") as gw:
+            assert await _exists(gw, "legacy")
+            assert not await r.exists("t9:topics")
+            assert isinstance(gw.context.broker, RedisBroker)
+    finally:
+        await r.aclose()
+
+
+async def test_delete_on_one_replica(redis_url: str) -> None:
+    async with replicas(redis_url, "t10:") as (a, b):
+        ids = await a.publish_many("news", range(3))
+        reader = asyncio.create_task(read_until(a.url, "ws", "news", query=f"since={ids[0]}"))
+        await wait_for(lambda: a.context.hub.subscriber_counts("news")["ws"] == 1)
+        async with a.session.delete(f"{a.url}/topics/news") as r:
+            assert (r.status, await r.json()) == (200, {"topic": "news", "deleted": True})
+        done = await asyncio.wait_for(reader, TIMEOUT)
+        assert done.ids == ids[1:]
+        assert done.controls[-1]["reason"] == "topic_deleted" and done.close_code == 1000
+        assert not await _exists(b, "news")  # history gone for every replica
+        async with b.session.delete(f"{b.url}/topics/news") as r:
+            assert (r.status, (await r.json())["error"]) == (404, "unknown_topic")
+
+
+async def test_redis_maxmemory_bounds_history_a_full_redis_is_a_503_and_delete_recovers() -> None:
+    """With Redis the gateway holds no history: Redis's maxmemory is the bound."""
+    import redis.asyncio as aioredis
+
+    with redis_server() as (url, _):
+        r = aioredis.from_url(url)
+        try:
+            await r.config_set("maxmemory", "4mb")
+            await r.config_set("maxmemory-policy", "noeviction")
+        finally:
+            await r.aclose()
+        async with start_gateway(broker=url, history_size=100_000) as gw:
+            body = b'"' + b"x" * 60_000 + b'"'
+            statuses = []
+            for _ in range(400):  # 24 MB: far past 4 MB
+                async with gw.session.post(f"{gw.url}/topics/big", data=body) as resp:
+                    statuses.append(resp.status)
+                    if resp.status != 201:
+                        assert (await resp.json())["error"] == "broker_unavailable"
+                        break
+            assert statuses[-1] == 503 and len(statuses) > 5
+            async with gw.session.delete(f"{gw.url}/topics/big") as resp:
+                assert resp.status == 200
+            await gw.publish("big", "fits again")

@@ -32,11 +32,26 @@ def test_environment_then_flags() -> None:
         ({"STREAMGATE_SOURCES": "nonsense"}, "NAME=module:function"),
         ({"STREAMGATE_WRITE_DELAY": "-1"}, "write_delay"),
         ({"STREAMGATE_LOOP": "trio"}, "loop must be 'auto', 'asyncio' or 'uvloop'"),
+        ({"STREAMGATE_TOPIC_TTL": "-1"}, "topic_ttl must not be negative"),
+        ({"STREAMGATE_MAX_HISTORY_BYTES": "0"}, "max_history_bytes must be positive"),
+        ({"STREAMGATE_MAX_HISTORY_BYTES": "1000000"}, r"at least 16 x .* = 1064960"),
+        (
+            {"STREAMGATE_MAX_MESSAGE_BYTES": "1048576", "STREAMGATE_MAX_HISTORY_BYTES": "16777216"},
+            "max_history_bytes must be at least",
+        ),
     ],
 )
 def test_bad_settings_are_refused_clearly(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         from_env(env)
+
+
+def test_history_limits_defaults_and_the_least_budget() -> None:
+    s = Settings()
+    assert (s.max_history_bytes, s.topic_ttl) == (256 << 20, 3600.0)
+    least = 16 * (s.max_message_bytes + 1024)
+    assert Settings(max_history_bytes=least).max_history_bytes == least
+    assert from_args(["--max-history-bytes", "67108864", "--topic-ttl", "0"], {}).topic_ttl == 0
 
 
 def test_settings_are_frozen() -> None:

@@ -6,7 +6,7 @@ default) and :mod:`.redis` (Redis Streams, for several replicas).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,3 +69,16 @@ class Broker(Protocol):
 
     def unwatch(self, topic: str) -> None:
         """``topic`` has no local subscriber left."""
+
+    async def delete_topic(self, topic: str) -> bool:
+        """Remove ``topic`` and its history; False when there was no such topic."""
+
+    async def expire_topics(self, ttl: float, keep: Collection[str]) -> list[str]:
+        """Remove topics with no publish for ``ttl`` seconds; returns their names.
+
+        ``keep`` (topics with local subscribers, topics declared at start) count
+        as active now. Called by the sweep (``gateway/expiry.py``).
+        """
+
+    def history_bytes(self) -> int | None:
+        """Bytes of history this process holds (None: it holds none, as with Redis)."""

@@ -14,7 +14,17 @@ hub's cursor hand-off (see hub.py) sees no hole.
 
 History is ``XADD MAXLEN = history_size + 1`` (exact trimming): the oldest entry
 is not served but kept as the marker of what was evicted, which makes gap
-detection exact (Redis does not record the last trimmed id).
+detection exact (Redis does not record the last trimmed id). The gateway
+process holds no history here: Redis's ``maxmemory`` and that MAXLEN bound it.
+
+The topic registry is a sorted set shared by the replicas,
+``<prefix>topic-activity``: topic name -> the Redis server's time (ms) of its
+last activity. A publish sets it (in the same script as the XADDs, so the
+count against ``max_topics`` and the append are atomic); each replica's sweep
+raises it for the topics it has local subscribers for or declared at start,
+then removes the topics whose score is older than the TTL with a script that
+re-reads the score before the DEL and ZREM, so a publish that came in between
+is never lost. Scores come from Redis's clock (``TIME``), never a replica's.
 """
 
 from __future__ import annotations
@@ -22,12 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import Conflict, NotFound, Unavailable
@@ -43,6 +54,94 @@ READ_BLOCK_MS = 50
 """How long one XREAD waits; a newly watched topic joins the next one."""
 READ_COUNT = 1000
 
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_ADMIT = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+    return redis.error_reply('TOO_MANY_TOPICS')
+  end
+end
+"""
+
+CREATE_LUA = (
+    _NOW_MS
+    + _ADMIT
+    + """
+redis.call('ZADD', KEYS[1], 'NX', now, ARGV[1])
+return 1
+"""
+)
+"""KEYS: activity. ARGV: topic, max_topics."""
+
+PUBLISH_LUA = (
+    _NOW_MS
+    + _ADMIT
+    + """
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+local ids = {}
+for i = 5, #ARGV do
+  ids[#ids + 1] = redis.call(
+    'XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'ts', ARGV[4], 'data', ARGV[i])
+end
+return ids
+"""
+)
+"""KEYS: activity, stream. ARGV: topic, max_topics, maxlen, ts, data... -> ids."""
+
+TOUCH_LUA = (
+    _NOW_MS
+    + """
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', 'GT', now, ARGV[i])
+end
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+"""
+)
+"""KEYS: activity. ARGV: ttl_ms, topics to keep... -> names idle for ttl_ms."""
+
+EXPIRE_LUA = (
+    _NOW_MS
+    + """
+local gone = {}
+for i = 2, #KEYS do
+  local name = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], name)
+  if score and tonumber(score) <= now - tonumber(ARGV[1]) then
+    redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[1], name)
+    gone[#gone + 1] = name
+  end
+end
+return gone
+"""
+)
+"""KEYS: activity, the candidates' streams. ARGV: ttl_ms, the candidates (from
+ARGV[2] on, matching KEYS[2] on) -> the names removed. The score is read again
+here: a publish since the candidates were listed keeps its topic."""
+
+DELETE_LUA = """
+local n = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return n
+"""
+"""KEYS: activity, stream. ARGV: topic -> 1 if it was registered."""
+
+MIGRATE_LUA = (
+    _NOW_MS
+    + """
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('ZADD', KEYS[2], 'NX', now, name)
+end
+return redis.call('DEL', KEYS[1])
+"""
+)
+"""KEYS: the old ``topics`` set, activity. Moves a registry from before the
+sorted set (its topics count as active from now)."""
+
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -50,11 +149,13 @@ def _s(value: Any) -> str:
 
 @contextlib.contextmanager
 def _guard() -> Iterator[None]:
-    """Redis unreachable: a 503 JSON error for the request, not a 500."""
+    """Redis unreachable or full: a 503 JSON error for the request, not a 500."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise Unavailable(f"the Redis broker is unreachable: {exc}") from exc
+    except OutOfMemoryError as exc:
+        raise Unavailable(f"the Redis broker refuses writes (maxmemory): {exc}") from exc
 
 
 class _Window:
@@ -86,13 +187,14 @@ class RedisBroker:
         self._history_size = history_size
         self._max_topics = max_topics
         self._prefix = prefix
-        self._topics_key = prefix + "topics"
+        self._activity_key = prefix + "topic-activity"
         self._listener: Listener = lambda m: None
         self._redis: aioredis.Redis | None = None
         self._reader_redis: aioredis.Redis | None = None
         self._positions: dict[str, str] = {}  # watched topic -> last id handed on
         self._reader: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._scripts: dict[str, AsyncScript] = {}
 
     def _key(self, topic: str) -> str:
         return f"{self._prefix}t:{topic}"
@@ -110,6 +212,16 @@ class RedisBroker:
         self._redis = aioredis.from_url(self._url)
         self._reader_redis = aioredis.from_url(self._url)
         await self._redis.ping()  # fail at start-up, not at the first publish
+        for name, lua in (
+            ("create", CREATE_LUA),
+            ("publish", PUBLISH_LUA),
+            ("touch", TOUCH_LUA),
+            ("expire", EXPIRE_LUA),
+            ("delete", DELETE_LUA),
+            ("migrate", MIGRATE_LUA),
+        ):
+            self._scripts[name] = self._redis.register_script(lua)
+        await self._scripts["migrate"](keys=[self._prefix + "topics", self._activity_key])
         self._reader = asyncio.create_task(self._read_forever(), name="redis-reader")
 
     async def close(self) -> None:
@@ -125,44 +237,65 @@ class RedisBroker:
 
     async def has_topic(self, topic: str) -> bool:
         with _guard():
-            return bool(await self.redis.sismember(self._topics_key, topic))
+            return await self.redis.zscore(self._activity_key, topic) is not None
+
+    @contextlib.contextmanager
+    def _admitting(self) -> Iterator[None]:
+        """The scripts' refusal past max_topics, as the 409 the memory broker gives."""
+        try:
+            yield
+        except ResponseError as exc:
+            if "TOO_MANY_TOPICS" not in str(exc):
+                raise
+            raise Conflict(
+                f"the gateway holds {self._max_topics} topics already (--max-topics)",
+                code="too_many_topics",
+            ) from None
 
     async def create_topic(self, topic: str) -> None:
-        with _guard():
-            r = self.redis
-            if await r.sismember(self._topics_key, topic):
-                return
-            if await r.scard(self._topics_key) >= self._max_topics:
-                raise Conflict(
-                    f"the gateway holds {self._max_topics} topics already (--max-topics)",
-                    code="too_many_topics",
-                )
-            await r.sadd(self._topics_key, topic)
+        with _guard(), self._admitting():
+            await self._scripts["create"](keys=[self._activity_key], args=[topic, self._max_topics])
 
     async def topics(self) -> list[TopicInfo]:
         with _guard():
-            names = sorted(_s(n) for n in await self.redis.smembers(self._topics_key))
+            names = sorted(_s(n) for n in await self.redis.zrange(self._activity_key, 0, -1))
             out = []
             for name in names:
                 w = await self._window(name, None, 0)
                 out.append(TopicInfo(name, w.first_id, w.last_id, w.length))
             return out
 
+    async def delete_topic(self, topic: str) -> bool:
+        with _guard():
+            n = await self._scripts["delete"](
+                keys=[self._activity_key, self._key(topic)], args=[topic]
+            )
+        return bool(n)
+
+    async def expire_topics(self, ttl: float, keep: Collection[str]) -> list[str]:
+        ttl_ms = max(1, round(ttl * 1000))
+        with _guard():
+            idle = await self._scripts["touch"](keys=[self._activity_key], args=[ttl_ms, *keep])
+            if not idle:
+                return []
+            names = [_s(n) for n in idle]
+            gone = await self._scripts["expire"](
+                keys=[self._activity_key, *(self._key(n) for n in names)], args=[ttl_ms, *names]
+            )
+        return [_s(n) for n in gone]
+
+    def history_bytes(self) -> int | None:
+        return None  # history lives in Redis (its maxmemory and MAXLEN bound it)
+
     # -- publish and read -----------------------------------------------------------------
 
     async def publish(self, topic: str, data_json: Sequence[bytes]) -> list[Message]:
-        await self.create_topic(topic)
         ts = now_ms()
-        with _guard():
-            pipe = self.redis.pipeline(transaction=False)
-            for data in data_json:
-                pipe.xadd(
-                    self._key(topic),
-                    {"ts": repr(ts), "data": data},
-                    maxlen=self._history_size + 1,
-                    approximate=False,
-                )
-            ids = await pipe.execute()
+        with _guard(), self._admitting():
+            ids = await self._scripts["publish"](
+                keys=[self._activity_key, self._key(topic)],
+                args=[topic, self._max_topics, self._history_size + 1, repr(ts), *data_json],
+            )
         pairs = zip(ids, data_json, strict=True)
         return [Message.create(parse_id(_s(i)), topic, d, ts) for i, d in pairs]
 
