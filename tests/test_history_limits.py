@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
-import sys
 import tracemalloc
 from collections import deque
 from typing import Any
@@ -19,7 +17,14 @@ import pytest
 
 from gateway.broker.memory import MESSAGE_OVERHEAD, MemoryBroker
 from gateway.settings import HISTORY_ENTRY_SLACK
-from tests.helpers import TIMEOUT, GatewayUnderTest, poll_until, start_gateway, wait_for
+from tests.helpers import (
+    TIMEOUT,
+    GatewayUnderTest,
+    poll_until,
+    spawn_gateway,
+    start_gateway,
+    wait_for,
+)
 from tests.wire import read_until
 
 TRANSPORTS = ["chunked", "sse", "ws"]
@@ -211,12 +216,6 @@ async def test_the_heap_of_topic_heads_stays_bounded_under_topic_churn() -> None
 # -- RSS of a real gateway process -------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -240,56 +239,30 @@ Measured: 6-10 MiB (README, "Limits and timeouts")."""
     ],
 )
 async def test_rss_stays_under_baseline_plus_budget(item: Any, per_batch: int, budget: int) -> None:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--tick-interval",
-        "0",
-        "--history-size",
-        "1000000",  # the budget, not the per-topic count, is what binds
-        "--max-history-bytes",
-        str(budget),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
     body = orjson.dumps([item] * per_batch)
     per_message = len(orjson.dumps(item)) + 60 + MESSAGE_OVERHEAD  # 60: a short envelope
     batches = 3 * budget // (per_message * per_batch) + 1  # three budgets' worth
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with asyncio.timeout(TIMEOUT * 3):
-                while True:
-                    try:
-                        async with session.get(f"{url}/healthz") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.05)
-            baseline = rss(proc.pid)
-            peak = baseline
-            async with asyncio.timeout(TIMEOUT * 6):
-                for n in range(batches):
-                    async with session.post(
-                        f"{url}/topics/t{n % 40}/batch",
-                        data=body,
-                        headers={"Content-Type": "application/json"},
-                    ) as r:
-                        assert r.status == 201, await r.text()
-                    peak = max(peak, rss(proc.pid))
-                async with session.get(f"{url}/healthz") as r:
-                    accounted = (await r.json())["history_bytes"]
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await proc.wait()
+    async with (
+        spawn_gateway(
+            "--history-size",
+            "1000000",  # the budget, not the per-topic count, is what binds
+            "--max-history-bytes",
+            str(budget),
+        ) as gw,
+        aiohttp.ClientSession() as session,
+    ):
+        baseline = rss(gw.pid)
+        peak = baseline
+        async with asyncio.timeout(TIMEOUT * 6):
+            for n in range(batches):
+                async with session.post(
+                    f"{gw.url}/topics/t{n % 40}/batch",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                ) as r:
+                    assert r.status == 201, await r.text()
+                peak = max(peak, rss(gw.pid))
+            accounted = (await gw.healthz(session))["history_bytes"]
     assert budget - per_message * per_batch < accounted <= budget  # the budget did bind
     assert peak <= baseline + budget + RSS_SLACK, (
         f"RSS {peak >> 20} MiB: baseline {baseline >> 20} MiB + budget {budget >> 20} MiB "

@@ -5,34 +5,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import sys
 import time
 
 import aiohttp
 
-from tests.helpers import TIMEOUT
+from tests.helpers import TIMEOUT, spawn_gateway
 from tests.wire import read_until
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_sigterm_goodbye_on_every_transport_and_exit_within_grace() -> None:
-    port, grace = free_port(), 3.0
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--tick-interval",
-        "0",
+    grace = 3.0
+    async with spawn_gateway(
         "--topic",
         "news",
         "--grace",
@@ -41,21 +24,9 @@ async def test_sigterm_goodbye_on_every_transport_and_exit_within_grace() -> Non
         str(512 << 20),
         "--write-timeout",
         "600",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    ) as gw:
+        proc, url = gw.proc, gw.url
         async with aiohttp.ClientSession() as session:
-            async with asyncio.timeout(TIMEOUT * 3):
-                while True:
-                    try:
-                        async with session.get(f"{url}/healthz") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.05)
-
             readers = [
                 asyncio.create_task(read_until(url, t, "news", count=10**9, within=TIMEOUT * 6))
                 for t in ("chunked", "sse", "ws")
@@ -64,7 +35,7 @@ async def test_sigterm_goodbye_on_every_transport_and_exit_within_grace() -> Non
             stuck = socket.socket()
             stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             stuck.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(stuck, ("127.0.0.1", port))
+            await asyncio.get_running_loop().sock_connect(stuck, ("127.0.0.1", gw.port))
             stuck.send(b"GET /chunked/news HTTP/1.1\r\nHost: x\r\n\r\n")
             while True:
                 async with session.get(f"{url}/healthz") as r:
@@ -82,11 +53,7 @@ async def test_sigterm_goodbye_on_every_transport_and_exit_within_grace() -> Non
             elapsed = time.monotonic() - started
             stuck.close()
             results = [await r for r in readers]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+    stderr = gw.stderr.decode()
     assert proc.returncode == 0, stderr
     assert elapsed < grace + 1.5, f"took {elapsed:.1f}s with a grace of {grace}s"
     for reader in results:

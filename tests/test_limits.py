@@ -18,6 +18,7 @@ import pytest
 import websockets
 
 from tests.helpers import TIMEOUT, spawn_gateway, start_gateway, wait_for
+from tests.wire import read_until
 
 
 async def connect(port: int) -> socket.socket:
@@ -224,3 +225,12 @@ async def test_publishing_within_the_rate_is_never_refused() -> None:
             frames = [orjson.loads(await ws.recv()) for _ in range(300)]
     replies = [f for f in frames if "type" in f]  # the rest: the messages themselves
     assert [r["type"] for r in replies] == ["published"] * 150
+
+
+@pytest.mark.parametrize("transport", ["chunked", "sse", "ws"])
+async def test_a_stream_outlives_the_read_timeout(transport: str) -> None:
+    """The read timeout bounds a request, not the response: a stream runs on."""
+    async with start_gateway(read_timeout=0.3, tick_interval=0.05) as gw:
+        got = await read_until(gw.url, transport, "ticks", count=25, within=TIMEOUT)
+    assert len(got.ids) == 25  # 1.25 s of ticks, four read timeouts long
+    assert got.controls == []
