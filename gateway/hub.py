@@ -150,14 +150,17 @@ class Subscriber:
 
 
 class _Fanout:
-    __slots__ = ("flush_handle", "pending", "subscribers")
+    __slots__ = ("flush_handle", "pending", "subscribers", "watched")
 
-    def __init__(self) -> None:
+    def __init__(self, watched: asyncio.Future[None]) -> None:
         # A dict as an ordered set: at thousands of entries its table is a
         # third of a set's (a set keeps 2-4 empty slots per entry).
         self.subscribers: dict[Subscriber, None] = {}
         self.pending: list[Message] = []
         self.flush_handle: asyncio.Handle | None = None
+        self.watched: asyncio.Future[None] | None = watched
+        """The broker's ``watch()`` of the topic, until it has completed: every
+        subscriber that arrives meanwhile waits for the same one."""
 
 
 class Hub:
@@ -206,12 +209,17 @@ class Hub:
         published meanwhile is missed; its cursor drops what it already has.
         """
         fan = self._fanouts.get(sub.topic)
-        first = fan is None
         if fan is None:
-            fan = self._fanouts[sub.topic] = _Fanout()
+            watch = asyncio.ensure_future(self.broker.watch(sub.topic))
+            fan = self._fanouts[sub.topic] = _Fanout(watch)
         fan.subscribers[sub] = None
-        if first:
-            await self.broker.watch(sub.topic)
+        watched = fan.watched
+        if watched is not None:
+            # Live messages reach the hub only once the broker watches the
+            # topic; history read before that would leave a hole. Later
+            # subscribers wait for the first one's watch, not skip it.
+            await asyncio.shield(watched)
+            fan.watched = None
         try:
             read = await self.broker.read(sub.topic, since)
         except NotFound:  # deleted or expired since the request was checked
@@ -250,6 +258,8 @@ class Hub:
             if not fan.subscribers:
                 if fan.flush_handle is not None:
                     fan.flush_handle.cancel()
+                if fan.watched is not None:  # nobody left to wait for it
+                    fan.watched.cancel()
                 del self._fanouts[sub.topic]
                 self.broker.unwatch(sub.topic)
 

@@ -330,3 +330,45 @@ async def test_redis_maxmemory_bounds_history_a_full_redis_is_a_503_and_delete_r
             async with gw.session.delete(f"{gw.url}/topics/big") as resp:
                 assert resp.status == 200
             await gw.publish("big", "fits again")
+
+
+async def test_subscribers_arriving_during_a_slow_watch_miss_nothing(redis_url: str) -> None:
+    """The history-to-live hand-off with Redis: live messages reach a replica
+    only once its broker watches the topic, so a subscriber that arrives while
+    the first one's watch() is still on its way must wait for it too (else it
+    reads history, goes live, and misses what was published in between)."""
+    from gateway.broker.redis import RedisBroker
+    from gateway.hub import Hub, Subscriber
+    from gateway.ids import parse_id
+    from tests.test_hub import RecordingSink
+
+    class SlowWatch(RedisBroker):
+        async def watch(self, topic: str) -> None:
+            await asyncio.sleep(0.3)  # a slow round trip, on purpose
+            await super().watch(topic)
+
+    common = {"history_size": 1000, "max_topics": 10, "prefix": "slowwatch:"}
+    local, other = SlowWatch(redis_url, **common), RedisBroker(redis_url, **common)
+    await local.start()
+    await other.start()
+    try:
+        hub = Hub(local)
+        (first,) = await other.publish("t", [b"0"])
+        published: list[str] = []
+        sinks = [RecordingSink() for _ in range(4)]
+        joining = []
+        for i, sink in enumerate(sinks):
+            sub = Subscriber(sink, "t", max_backlog_bytes=1 << 20)
+            joining.append(asyncio.create_task(hub.subscribe(sub, parse_id(first.id))))
+            await asyncio.sleep(0.05)  # the others arrive while the first watch is pending
+            published += [m.id for m in await other.publish("t", [str(i).encode()])]
+        await asyncio.wait_for(asyncio.gather(*joining), TIMEOUT)
+        for i in range(5):  # and live from here on
+            published += [m.id for m in await other.publish("t", [str(10 + i).encode()])]
+        await wait_for(lambda: all(len(s.ids) >= len(published) for s in sinks))
+        await asyncio.sleep(0.2)  # nothing doubled arrives late
+        for sink in sinks:
+            assert sink.ids == published
+    finally:
+        await local.close()
+        await other.close()
