@@ -11,12 +11,15 @@ import re
 import time
 from collections.abc import Callable
 
-__all__ = ["ZERO", "IdGenerator", "Key", "format_id", "parse_id"]
+__all__ = ["ID_PART_MAX", "ZERO", "IdGenerator", "Key", "format_id", "parse_id"]
 
 Key = tuple[int, int]
 """An id as the integer pair that orders it."""
 
 ZERO: Key = (0, 0)
+
+ID_PART_MAX = 2**64 - 1
+"""Each part of an id is an unsigned 64-bit integer, as in Redis Stream ids."""
 
 # Both parts are plain decimal digits, at most 20 each (2**64 has 20 digits).
 # No sign, no spaces, no other separator: anything else is rejected.
@@ -32,7 +35,10 @@ def parse_id(text: str) -> Key:
     if match is None:
         shown = text if len(text) <= 64 else text[:64] + "…"
         raise ValueError(f"malformed id {shown!r}: expected <milliseconds>-<sequence>")
-    return int(match.group(1)), int(match.group(2))
+    ms, seq = int(match.group(1)), int(match.group(2))
+    if ms > ID_PART_MAX or seq > ID_PART_MAX:
+        raise ValueError(f"id {text!r} is out of range: each part is at most {ID_PART_MAX}")
+    return ms, seq
 
 
 def format_id(key: Key) -> str:

@@ -372,3 +372,15 @@ async def test_subscribers_arriving_during_a_slow_watch_miss_nothing(redis_url: 
     finally:
         await local.close()
         await other.close()
+
+
+@pytest.mark.parametrize(
+    "path", ["/topics/news/messages", "/chunked/news", "/sse/news", "/ws/news"]
+)
+async def test_ids_redis_cannot_take_are_400_before_anything_starts(
+    redis_url: str, path: str
+) -> None:
+    async with start_gateway(broker=redis_url, redis_prefix="bigid:", topics=("news",)) as gw:
+        async with gw.session.get(f"{gw.url}{path}?since=18446744073709551616-0") as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"] == "bad_id"
