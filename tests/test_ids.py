@@ -50,7 +50,7 @@ def test_parse_and_format_round_trip(text: str, key: tuple[int, int]) -> None:
     ],
 )
 def test_malformed_ids_are_refused(bad: str) -> None:
-    with pytest.raises(ValueError, match="malformed id|out of range"):
+    with pytest.raises(ValueError, match=r"malformed id|out of range"):
         parse_id(bad)
 
 
