@@ -51,6 +51,7 @@ def build_app(settings: Settings) -> web.Application:
             history_size=settings.history_size,
             max_topics=settings.max_topics,
             prefix=settings.redis_prefix,
+            timeout=settings.redis_timeout,
         )
     hub = Hub(broker, write_delay=settings.write_delay)
     ctx = Context(settings=settings, broker=broker, hub=hub)

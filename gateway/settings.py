@@ -81,6 +81,12 @@ class Settings:
     redis_prefix: str = _opt(
         "streamgate:", "prefix of every Redis key the gateway uses", group="broker"
     )
+    redis_timeout: float = _opt(
+        2.0,
+        "seconds to connect to Redis and to get an answer to one command; past it the "
+        "request is 503 broker_unavailable",
+        group="broker",
+    )
 
     # -- history and limits
     history_size: int = _opt(1000, "messages of history kept per topic for resume", group="limits")
@@ -172,6 +178,7 @@ class Settings:
             "write_timeout",
             "grace",
             "read_timeout",
+            "redis_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -181,9 +181,16 @@ class RedisBroker:
     """History and ids in Redis Streams; implements :class:`gateway.broker.Broker`."""
 
     def __init__(
-        self, url: str, *, history_size: int, max_topics: int, prefix: str = "streamgate:"
+        self,
+        url: str,
+        *,
+        history_size: int,
+        max_topics: int,
+        prefix: str = "streamgate:",
+        timeout: float = 2.0,
     ) -> None:
         self._url = url
+        self._timeout = timeout
         self._history_size = history_size
         self._max_topics = max_topics
         self._prefix = prefix
@@ -209,8 +216,17 @@ class RedisBroker:
         self._listener = listener
 
     async def start(self) -> None:
-        self._redis = aioredis.from_url(self._url)
-        self._reader_redis = aioredis.from_url(self._url)
+        # Every command gets an answer or an error within the timeout, whatever
+        # Redis does (gone, stalled, restarting): a request is then a 503, and
+        # the next one tries a fresh connection.
+        timeouts = {
+            "socket_connect_timeout": self._timeout,
+            "health_check_interval": max(1.0, self._timeout * 5),
+        }
+        self._redis = aioredis.from_url(self._url, socket_timeout=self._timeout, **timeouts)
+        self._reader_redis = aioredis.from_url(
+            self._url, socket_timeout=self._timeout + READ_BLOCK_MS / 1000, **timeouts
+        )
         await self._redis.ping()  # fail at start-up, not at the first publish
         for name, lua in (
             ("create", CREATE_LUA),
@@ -231,7 +247,9 @@ class RedisBroker:
                 await self._reader
         for client in (self._redis, self._reader_redis):
             if client is not None:
-                await client.aclose()
+                with contextlib.suppress(TimeoutError, RedisConnectionError, OSError):
+                    async with asyncio.timeout(self._timeout):
+                        await client.aclose()
 
     # -- topics ------------------------------------------------------------------------
 
@@ -356,6 +374,7 @@ class RedisBroker:
         assert self._reader_redis is not None
         r = self._reader_redis
         cut = len(self._prefix) + 2
+        failing = False
         while True:
             if not self._positions:
                 self._wake.clear()
@@ -365,9 +384,14 @@ class RedisBroker:
             try:
                 reply: Any = await r.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
             except (RedisConnectionError, RedisTimeoutError, ResponseError, OSError) as exc:
-                log.warning("redis read failed (%s); retrying", exc)
+                if not failing:
+                    log.warning("redis read failed (%s); retrying every 0.5 s", exc)
+                failing = True
                 await asyncio.sleep(0.5)
                 continue
+            if failing:
+                log.warning("redis read works again")
+                failing = False
             for key, entries in reply or ():
                 topic = _s(key)[cut:]
                 if topic not in self._positions:
