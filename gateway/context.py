@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .broker import Broker
-from .errors import NotFound
 from .hub import Hub
 from .settings import Settings
 from .sources import StreamFactory
@@ -36,12 +35,6 @@ class Context:
     """How many streams ended, by reason (``slow_consumer``, ``limit``, ...)."""
     gate: ConnectionGate | None = None
     """The connection limit, once the gateway listens."""
-
-    async def require_topic(self, topic: str) -> None:
-        if not await self.broker.has_topic(topic):
-            raise NotFound(
-                f"unknown topic {topic!r}: publish to it first, or start the gateway with --topic"
-            )
 
     def drop_all(self) -> int:
         """Abort every open streaming connection at once (for fault tests)."""

@@ -158,11 +158,13 @@ class GatewayProcess:
 
 
 @contextlib.asynccontextmanager
-async def spawn_gateway(*args: str, **popen: Any) -> AsyncIterator[GatewayProcess]:
-    """``python -m gateway serve`` on 127.0.0.1 and a free port, no ticks, plus
-    ``args``; ready when ``/healthz`` answers; stopped (by its pid) on exit,
-    its stderr then in ``.stderr``."""
-    port = free_port()
+async def spawn_gateway(
+    *args: str, port: int | None = None, **popen: Any
+) -> AsyncIterator[GatewayProcess]:
+    """``python -m gateway serve`` on 127.0.0.1 and ``port`` (default: a free
+    one), no ticks, plus ``args``; ready when ``/healthz`` answers; stopped (by
+    its pid) on exit, its stderr then in ``.stderr``."""
+    port = port or free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

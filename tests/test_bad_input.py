@@ -28,19 +28,26 @@ async def get_json(
         return resp.status, await resp.json()
 
 
-@pytest.mark.parametrize("path", ["/chunked/nope", "/sse/nope", "/topics/nope/messages"])
-async def test_unknown_topic_is_404_json(gw: GatewayUnderTest, path: str) -> None:
-    status, body = await get_json(gw.session, "GET", gw.url + path)
+async def test_unknown_topic_history_is_404_json(gw: GatewayUnderTest) -> None:
+    status, body = await get_json(gw.session, "GET", gw.url + "/topics/nope/messages")
     assert (status, body["error"]) == (404, "unknown_topic")
     assert "nope" in str(body["message"])
 
 
-async def test_unknown_topic_on_ws_is_refused_before_upgrade(gw: GatewayUnderTest) -> None:
-    with pytest.raises(websockets.InvalidStatus) as info:
-        async with websockets.connect(f"{gw.ws_url}/ws/nope"):
-            pass
-    assert info.value.response.status_code == 404
-    assert orjson.loads(info.value.response.body)["error"] == "unknown_topic"
+@pytest.mark.parametrize("transport", ["chunked", "sse", "ws"])
+async def test_a_stream_of_a_topic_not_yet_published_to_waits_for_its_first_message(
+    gw: GatewayUnderTest, transport: str
+) -> None:
+    reader = asyncio.create_task(read_until(gw.url, transport, "fresh", count=1))
+    await wait_for(lambda: gw.context.hub.subscriber_counts("fresh")[transport] == 1)
+    first = await gw.publish("fresh", {"first": True})
+    assert (await reader).ids == [first]
+
+
+async def test_subscribing_counts_against_the_topic_limit() -> None:
+    async with start_gateway(max_topics=1, topics=("news",)) as gw:
+        status, body = await get_json(gw.session, "GET", gw.url + "/chunked/other")
+        assert (status, body["error"]) == (409, "too_many_topics")
 
 
 ILLEGAL = ["bad%20name", "a%0Ab", "a%0Db", "a%00b", "-lead", "x" * 129, "%C3%BC"]

@@ -80,14 +80,20 @@ async def test_head_answers_headers_only_and_keeps_the_connection(
     assert sample_sources.PROGRESS["endless"] == progress  # the generator never ran
 
 
-async def test_head_of_an_unknown_topic_is_404_without_a_body(gw: GatewayUnderTest) -> None:
-    raw = await exchange(
-        gw.port, b"HEAD /sse/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
+async def test_head_of_a_bad_topic_is_400_without_a_body(gw: GatewayUnderTest) -> None:
+    request = b"HEAD /sse/bad%20name HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    raw = await exchange(gw.port, request)
     status, headers, body = split_response(raw)
-    assert status.startswith("HTTP/1.1 404")
+    assert status.startswith("HTTP/1.1 400")
     assert headers["content-type"].startswith("application/json")
     assert body == b""
+
+
+async def test_head_creates_no_topic(gw: GatewayUnderTest) -> None:
+    request = b"HEAD /chunked/fresh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert (await exchange(gw.port, request)).startswith(b"HTTP/1.1 200")
+    async with gw.session.get(f"{gw.url}/topics/fresh/messages") as resp:
+        assert resp.status == 404
 
 
 @pytest.mark.parametrize("transport", ["chunked", "sse"])

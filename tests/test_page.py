@@ -439,7 +439,7 @@ async def test_dropped_connections_come_back_without_loss(browser: Browser) -> N
 
 async def test_goodbye_on_restart_then_every_column_resumes(browser: Browser) -> None:
     """The gateway stops (a goodbye on every stream) and comes back on the same port: each
-    column reconnects by itself with since=<last id> and checks that nothing was missed."""
+    column reconnects by itself with since=<last id>, and is told of the gap."""
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         page = await context.new_page()
@@ -463,7 +463,10 @@ async def test_goodbye_on_restart_then_every_column_resumes(browser: Browser) ->
             )
             state = await s.state()
             for name, c in state.items():
-                assert c["resumeOk"] is True, (name, c["resumeText"])
+                # A memory gateway's history starts anew with the process: it cannot
+                # vouch for what the old one held after the column's last id, so the
+                # resume starts with a gap event (conservative: never a silent loss).
+                assert c["resumeOk"] is False and "gap" in c["resumeText"], (name, c)
                 assert f"resumed from {before[name]['lastId']}" in c["resumeText"], name
                 assert c["reconnects"] >= 1 and c["dups"] == 0 and c["bad"] == 0, name
             await context.close()

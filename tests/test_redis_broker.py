@@ -158,7 +158,7 @@ async def test_topics_and_history_agree_across_replicas(redis_url: str) -> None:
                 doc = await r.json()
             assert doc["gap"] is True
             assert [m["id"] for m in doc["messages"]] == ids[2:]
-        async with b.session.get(f"{b.url}/chunked/nope") as r:
+        async with b.session.get(f"{b.url}/topics/nope/messages") as r:
             assert r.status == 404
 
 

@@ -10,12 +10,40 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..ids import Key
+from ..ids import ZERO, Key
 from ..message import Message
 
-__all__ = ["Broker", "HistoryRead", "Listener", "TopicInfo"]
+__all__ = ["Broker", "HistoryRead", "Listener", "TopicInfo", "resume_gap"]
 
 Listener = Callable[[Message], None]
+
+
+def resume_gap(since: Key | None, evicted: Key | None, first: Key | None) -> bool:
+    """Whether a resume from ``since`` starts with a ``gap`` event.
+
+    A broker vouches only for the history of the topic's current *epoch*: since
+    the topic last came into being (this process's start for the memory
+    broker, the stream's creation for Redis; a topic deleted or expired and
+    then used again starts a new one). Ids follow the clock, so an id from an
+    earlier epoch is older than everything of this one. The answer:
+
+    * ``evicted`` (the newest message that left history) is set: a gap when
+      ``since`` is older than it, as ever;
+    * nothing evicted in this epoch: a gap when ``since`` is a real id (not
+      ``0-0``, "I have nothing") older than the oldest retained message
+      (``first``), or when nothing is retained: such an id is not one this
+      epoch issued, so messages of an earlier epoch may have been lost.
+
+    Conservative by design: a gap where nothing was really lost is allowed, a
+    loss without one is not.
+    """
+    if since is None:
+        return False
+    if evicted is not None:
+        return since < evicted
+    if since == ZERO:
+        return False
+    return first is None or since < first
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Sequence
 from ..errors import Conflict, NotFound
 from ..ids import IdGenerator, Key
 from ..message import Message, now_ms
-from . import HistoryRead, Listener, TopicInfo
+from . import HistoryRead, Listener, TopicInfo, resume_gap
 
 __all__ = ["MESSAGE_OVERHEAD", "MemoryBroker"]
 
@@ -215,7 +215,7 @@ class MemoryBroker:
         start = 0 if since is None else bisect.bisect_right(history, since, key=_message_key)
         stop = len(history) if limit is None else min(len(history), start + limit)
         messages = [history[i] for i in range(start, stop)]
-        gap = since is not None and t.evicted_last is not None and since < t.evicted_last
+        gap = resume_gap(since, t.evicted_last, history[0].key if history else None)
         first_id = history[0].id if history else None
         return HistoryRead(messages, gap, first_id, t.ids.last)
 

@@ -44,7 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import Conflict, NotFound, Unavailable
 from ..ids import ZERO, Key, format_id, parse_id
 from ..message import Message, now_ms
-from . import HistoryRead, Listener, TopicInfo
+from . import HistoryRead, Listener, TopicInfo, resume_gap
 
 __all__ = ["RedisBroker"]
 
@@ -338,13 +338,14 @@ class RedisBroker:
             marker = parse_id(_s(head[0][0]))
             head = head[1:]
         first_id = _s(head[0][0]) if head else None
+        first_key = parse_id(first_id) if first_id is not None else None
         last_key = parse_id(_s(tail[0][0])) if tail else ZERO
         messages = [self._message(topic, e) for e in entries]
         if marker is not None:
             messages = [m for m in messages if m.key > marker]
         if limit is not None:
             messages = messages[:limit]
-        gap = since is not None and marker is not None and since < marker
+        gap = resume_gap(since, marker, first_key)
         return _Window(messages, gap, first_id, last_key, min(length, self._history_size))
 
     @staticmethod

@@ -103,7 +103,7 @@ class StreamRequest:
 async def parse_stream_request(
     request: web.Request, ctx: Context, *, last_event_id: bool = False
 ) -> StreamRequest:
-    """Validate everything before any byte of the stream goes out (400/404 JSON)."""
+    """Validate everything before any byte of the stream goes out (400/409 JSON)."""
     topic = validate_topic(request.match_info["topic"])
     # request.query parses and caches a dict even for an empty query string.
     query = request.query if request.rel_url.raw_query_string else NO_PARAMS
@@ -116,8 +116,10 @@ async def parse_stream_request(
     since = parse_since(raw_since)
     limit = parse_limit(query.get("limit"))
     per_connection = topic in ctx.streams
-    if not per_connection:
-        await ctx.require_topic(topic)
+    if not per_connection and request.method != "HEAD":
+        # A topic nobody has published to yet is made here, so its subscribers
+        # wait for its first message (409 past --max-topics, like a publish).
+        await ctx.broker.create_topic(topic)
     params = NO_PARAMS
     if per_connection and query:
         params = {k: v for k, v in query.items() if k not in RESERVED_PARAMS}
