@@ -1,0 +1,275 @@
+"""Tokens in the clients of clients/, against a real server speaking the auth contract.
+
+The server (tests/token_server.py) runs on loopback in the test's event loop: it
+checks the bearer token of every stream request, answers 401/403 JSON, and ends
+a stream with a ``goodbye`` ``token_expired`` (WebSocket: then close 4003) after
+a few messages, revoking that token. Each client must send its token on every
+(re)connection, call a token callable each time, come back at once after an
+expiry and lose nothing, retry a 401 once with a fresh token from a callable,
+and stop with a one-line error otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from clients.ws import WSClient
+from tests.helpers import TIMEOUT
+from tests.test_clients import collect, iterate, script
+from tests.token_server import TokenServer, token_server
+
+KINDS = ["ws"]
+ASYNC_KINDS = [k for k in KINDS if k != "sync"]
+MODULES = {
+    "chunked": ("clients.chunked", []),
+    "json": ("clients.chunked", ["--format", "json"]),
+    "sse": ("clients.sse", []),
+    "ws": ("clients.ws", []),
+    "sync": ("clients.sync", []),
+}
+TRANSPORT = {"chunked": "chunked", "json": "chunked", "sse": "sse", "ws": "ws", "sync": "chunked"}
+
+
+def ids(n: int) -> list[str]:
+    return [f"{i}-0" for i in range(1, n + 1)]
+
+
+def stream_url(kind: str, srv: TokenServer, topic: str = "news") -> str:
+    base = srv.ws_url if kind == "ws" else srv.url
+    return f"{base}/{TRANSPORT[kind]}/{topic}"
+
+
+def make_client(kind: str, srv: TokenServer, topic: str = "news", **kw: Any) -> Any:
+    url = stream_url(kind, srv, topic)
+    if kind == "ws":
+        return WSClient(url, **kw)
+    raise AssertionError(kind)
+
+
+class Tokens:
+    """A token callable that hands the next of *values* on each call, and counts the calls."""
+
+    def __init__(self, values: Any, *, asynchronous: bool = False) -> None:
+        self._values = iter(values)
+        self.handed: list[str] = []
+        self.asynchronous = asynchronous
+
+    @property
+    def calls(self) -> int:
+        return len(self.handed)
+
+    def _next(self) -> str:
+        value = next(self._values)
+        self.handed.append(value)
+        return value
+
+    def callable(self) -> Callable[[], str] | Callable[[], Awaitable[str]]:
+        if not self.asynchronous:
+            return self._next
+
+        async def fresh() -> str:
+            await asyncio.sleep(0)  # as a call to the app's backend would
+            return self._next()
+
+        return fresh
+
+
+def numbered(prefix: str = "tok") -> Any:
+    return (f"{prefix}-{i}" for i in itertools.count(1))
+
+
+async def read_until_error(client: Any) -> tuple[list[Any], BaseException]:
+    """The messages a client yields before it fails; the failure."""
+    got: list[Any] = []
+    with pytest.raises(Exception) as info:
+        async with asyncio.timeout(TIMEOUT):
+            async for msg in iterate(client):
+                got.append(msg)
+    assert type(info.value).__name__ == "StreamError", repr(info.value)
+    return got, info.value
+
+
+def assert_one_line(exc: BaseException, *needles: str) -> None:
+    text = str(exc)
+    assert "\n" not in text and "\r" not in text, text
+    for needle in needles:
+        assert needle in text, text
+
+
+# -- token on every (re)connection ------------------------------------------------------
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync-callable", "async-callable"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_callable_gives_a_fresh_token_for_every_connection(
+    kind: str, asynchronous: bool
+) -> None:
+    """Three connections (two expiries): three calls, three tokens, ids 1..6 exactly once."""
+    if kind == "sync" and asynchronous:
+        pytest.skip("clients.sync takes a plain callable")
+    tokens = Tokens(numbered(), asynchronous=asynchronous)
+    async with token_server(total=6, per_token=2, valid={f"tok-{i}" for i in range(1, 10)}) as srv:
+        controls: list[dict[str, Any]] = []
+        client = make_client(kind, srv, token=tokens.callable(), on_control=controls.append)
+        started = time.monotonic()
+        msgs, ended = await collect(client)
+        took = time.monotonic() - started
+    assert ended
+    assert [m.id for m in msgs] == ids(6)  # nothing missed, nothing twice
+    assert tokens.calls == 3
+    assert srv.tokens() == ["tok-1", "tok-2", "tok-3"]
+    assert [s.via for s in srv.seen] == ["header"] * 3
+    assert [s.status for s in srv.seen] == [200] * 3
+    assert [s.since for s in srv.seen] == [None, "2-0", "4-0"]  # resumed where it was
+    assert client.stats.reconnects == 2
+    goodbyes = [c for c in controls if c["type"] == "goodbye"]
+    if kind != "json":  # the JSON array's goodbye is an item like any other
+        assert [g["reason"] for g in goodbyes] == ["token_expired"] * 2
+    # At once: no backoff, and not the 5 s retry the SSE stream sets.
+    assert took < 3.0, took
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_string_token_is_sent_on_every_reconnection(kind: str) -> None:
+    async with token_server(total=5, per_token=2, valid={"s3cret"}, revoke_on_expiry=False) as srv:
+        msgs, ended = await collect(make_client(kind, srv, token="s3cret"))
+    assert ended
+    assert [m.id for m in msgs] == ids(5)
+    assert srv.tokens() == ["s3cret"] * 3
+
+
+async def test_ws_close_4003_alone_means_reconnect_at_once() -> None:
+    """No goodbye frame, only the close code: still a token expiry, still at once."""
+    tokens = Tokens(numbered())
+    async with token_server(
+        total=4, per_token=1, valid={f"tok-{i}" for i in range(1, 9)}, ws_goodbye_frame=False
+    ) as srv:
+        client = make_client("ws", srv, token=tokens.callable())
+        started = time.monotonic()
+        msgs, ended = await collect(client)
+        took = time.monotonic() - started
+    assert ended and [m.id for m in msgs] == ids(4)
+    assert tokens.calls == 4 and srv.tokens() == tokens.handed
+    assert took < 3.0, took
+
+
+# -- 401 and 403 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_401_with_a_string_token_stops_with_one_line(kind: str) -> None:
+    async with token_server(valid={"good"}) as srv:
+        got, exc = await read_until_error(make_client(kind, srv, token="bad"))
+        assert got == []
+        assert_one_line(exc, "401", "unauthorized")
+        assert getattr(exc, "status", None) == 401
+        assert len(srv.seen) == 1  # no retry: the same string would fail the same way
+        got, exc = await read_until_error(make_client(kind, srv))  # no token at all
+        assert_one_line(exc, "401")
+        assert srv.seen[-1].token is None and len(srv.seen) == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_401_with_a_callable_retries_once_with_a_fresh_token(kind: str) -> None:
+    tokens = Tokens(["stale", "good", "never"])
+    async with token_server(total=3, valid={"good"}) as srv:
+        msgs, ended = await collect(make_client(kind, srv, token=tokens.callable()))
+    assert ended and [m.id for m in msgs] == ids(3)
+    assert tokens.handed == ["stale", "good"]
+    assert [(s.token, s.status) for s in srv.seen] == [("stale", 401), ("good", 200)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_401_twice_with_a_callable_stops(kind: str) -> None:
+    tokens = Tokens(numbered("bad"))
+    async with token_server(valid={"good"}) as srv:
+        got, exc = await read_until_error(make_client(kind, srv, token=tokens.callable()))
+    assert got == []
+    assert_one_line(exc, "401")
+    assert tokens.calls == 2
+    assert [(s.token, s.status) for s in srv.seen] == [("bad-1", 401), ("bad-2", 401)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_expired_string_token_stops_after_what_it_got(kind: str) -> None:
+    """The server refuses the expired token: a string cannot be refreshed, so it stops."""
+    async with token_server(total=6, per_token=2, valid={"once"}) as srv:
+        got, exc = await read_until_error(make_client(kind, srv, token="once"))
+    assert [m.id for m in got] == ids(2)
+    assert_one_line(exc, "401")
+    assert [(s.token, s.status, s.since) for s in srv.seen] == [
+        ("once", 200, None),
+        ("once", 401, "2-0"),
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_403_stops_without_retrying(kind: str) -> None:
+    tokens = Tokens(numbered())
+    async with token_server(valid={"tok-1", "tok-2"}) as srv:
+        client = make_client(kind, srv, "secret", token=tokens.callable())
+        got, exc = await read_until_error(client)
+    assert got == []
+    assert_one_line(exc, "403", "forbidden")
+    assert getattr(exc, "status", None) == 403
+    assert tokens.calls == 1 and len(srv.seen) == 1
+
+
+# -- the scripts --------------------------------------------------------------------------
+
+
+async def run_script(kind: str, srv: TokenServer, *args: str, topic: str = "news") -> Any:
+    module, extra = MODULES[kind]
+    async with script(module, stream_url(kind, srv, topic), *args, *extra) as s:
+        status, err = await s.finish()
+    return status, s.lines, err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_script_token_from_flag_or_environment(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with token_server(total=3, valid={"from-env", "from-flag"}) as srv:
+        monkeypatch.setenv("STREAMGATE_TOKEN", "from-env")
+        status, lines, err = await run_script(kind, srv)
+        assert status == 0, err
+        assert [line.split()[1] for line in lines] == ids(3)
+        assert srv.tokens() == ["from-env"]
+        status, lines, err = await run_script(kind, srv, "--token", "from-flag")
+        assert status == 0, err
+        assert srv.tokens() == ["from-env", "from-flag"]  # the flag wins
+        assert [s.via for s in srv.seen] == ["header", "header"]
+
+
+def error_lines(err: str) -> list[str]:
+    """stderr without the clients' notes (``# ...``)."""
+    return [line for line in err.splitlines() if not line.startswith("# ")]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_script_auth_errors(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAMGATE_TOKEN", raising=False)
+    async with token_server(total=6, per_token=2, valid={"t1", "t2"}) as srv:
+        # no token
+        status, lines, err = await run_script(kind, srv)
+        assert status == 1 and lines == [], err
+        [line] = error_lines(err)
+        assert line.startswith("error: ") and "401" in line and "--token" in line, err
+        # not allowed for the topic
+        status, lines, err = await run_script(kind, srv, "--token", "t1", topic="secret")
+        assert status == 1 and lines == [], err
+        [line] = error_lines(err)
+        assert line.startswith("error: ") and "403 forbidden" in line, err
+        # expired on the way: a string token cannot be refreshed
+        status, lines, err = await run_script(kind, srv, "--token", "t2")
+        assert status == 1, err
+        assert [line.split()[1] for line in lines] == ids(2)
+        [line] = error_lines(err)
+        assert line.startswith("error: ") and "401" in line and "--token" not in line, err
+        assert "goodbye: reason=token_expired" in err
