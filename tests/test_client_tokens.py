@@ -14,17 +14,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
 
+from clients.chunked import ChunkedClient
 from clients.ws import WSClient
 from tests.helpers import TIMEOUT
 from tests.test_clients import collect, iterate, script
 from tests.token_server import TokenServer, token_server
 
-KINDS = ["ws"]
+KINDS = ["chunked", "json", "ws"]
 ASYNC_KINDS = [k for k in KINDS if k != "sync"]
 MODULES = {
     "chunked": ("clients.chunked", []),
@@ -47,6 +48,10 @@ def stream_url(kind: str, srv: TokenServer, topic: str = "news") -> str:
 
 def make_client(kind: str, srv: TokenServer, topic: str = "news", **kw: Any) -> Any:
     url = stream_url(kind, srv, topic)
+    if kind == "chunked":
+        return ChunkedClient(url, **kw)
+    if kind == "json":
+        return ChunkedClient(url, format="json", **kw)
     if kind == "ws":
         return WSClient(url, **kw)
     raise AssertionError(kind)
@@ -55,7 +60,7 @@ def make_client(kind: str, srv: TokenServer, topic: str = "news", **kw: Any) -> 
 class Tokens:
     """A token callable that hands the next of *values* on each call, and counts the calls."""
 
-    def __init__(self, values: Any, *, asynchronous: bool = False) -> None:
+    def __init__(self, values: Iterable[str], *, asynchronous: bool = False) -> None:
         self._values = iter(values)
         self.handed: list[str] = []
         self.asynchronous = asynchronous
@@ -80,7 +85,7 @@ class Tokens:
         return fresh
 
 
-def numbered(prefix: str = "tok") -> Any:
+def numbered(prefix: str = "tok") -> Iterable[str]:
     return (f"{prefix}-{i}" for i in itertools.count(1))
 
 
@@ -129,8 +134,7 @@ async def test_callable_gives_a_fresh_token_for_every_connection(
     assert [s.since for s in srv.seen] == [None, "2-0", "4-0"]  # resumed where it was
     assert client.stats.reconnects == 2
     goodbyes = [c for c in controls if c["type"] == "goodbye"]
-    if kind != "json":  # the JSON array's goodbye is an item like any other
-        assert [g["reason"] for g in goodbyes] == ["token_expired"] * 2
+    assert [g["reason"] for g in goodbyes] == ["token_expired"] * 2
     # At once: no backoff, and not the 5 s retry the SSE stream sets.
     assert took < 3.0, took
 
