@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 
 from clients.chunked import ChunkedClient
+from clients.sse import Event, EventSource, SSEClient
 from clients.ws import WSClient
 from tests.helpers import TIMEOUT
 from tests.test_clients import collect, iterate, script
 from tests.token_server import TokenServer, token_server
 
-KINDS = ["chunked", "json", "ws"]
+KINDS = ["chunked", "json", "sse", "ws"]
 ASYNC_KINDS = [k for k in KINDS if k != "sync"]
 MODULES = {
     "chunked": ("clients.chunked", []),
@@ -52,6 +53,8 @@ def make_client(kind: str, srv: TokenServer, topic: str = "news", **kw: Any) -> 
         return ChunkedClient(url, **kw)
     if kind == "json":
         return ChunkedClient(url, format="json", **kw)
+    if kind == "sse":
+        return SSEClient(url, **kw)
     if kind == "ws":
         return WSClient(url, **kw)
     raise AssertionError(kind)
@@ -277,3 +280,23 @@ async def test_script_auth_errors(kind: str, monkeypatch: pytest.MonkeyPatch) ->
         [line] = error_lines(err)
         assert line.startswith("error: ") and "401" in line and "--token" not in line, err
         assert "goodbye: reason=token_expired" in err
+
+
+async def test_event_source_sends_a_fresh_token_on_each_reconnection() -> None:
+    """The raw EventSource: token callable before every connection, after the retry delay."""
+    tokens = Tokens(numbered())
+    async with token_server(
+        total=4, per_token=2, valid={"tok-1", "tok-2", "tok-3"}, sse_retry_ms=10
+    ) as srv:
+        source = EventSource(f"{srv.url}/sse/news", token=tokens.callable())
+        events: list[Event] = []
+        async with asyncio.timeout(TIMEOUT):
+            async for event in source.events():
+                events.append(event)
+                if event.type == "end":
+                    source.close()
+    assert [e.last_event_id for e in events if e.type == "message"] == ids(4)
+    assert [e.type for e in events if e.type != "message"] == ["goodbye", "end"]
+    assert tokens.handed == ["tok-1", "tok-2"] and srv.tokens() == tokens.handed
+    assert [s.since for s in srv.seen] == [None, "2-0"]
+    assert source.reconnection_time == 10
