@@ -21,13 +21,13 @@ import pytest
 
 from clients.chunked import ChunkedClient
 from clients.sse import Event, EventSource, SSEClient
+from clients.sync import SyncClient
 from clients.ws import WSClient
 from tests.helpers import TIMEOUT
 from tests.test_clients import collect, iterate, script
 from tests.token_server import TokenServer, token_server
 
-KINDS = ["chunked", "json", "sse", "ws"]
-ASYNC_KINDS = [k for k in KINDS if k != "sync"]
+KINDS = ["chunked", "json", "sse", "ws", "sync"]
 MODULES = {
     "chunked": ("clients.chunked", []),
     "json": ("clients.chunked", ["--format", "json"]),
@@ -57,6 +57,8 @@ def make_client(kind: str, srv: TokenServer, topic: str = "news", **kw: Any) -> 
         return SSEClient(url, **kw)
     if kind == "ws":
         return WSClient(url, **kw)
+    if kind == "sync":
+        return SyncClient(url, **kw)
     raise AssertionError(kind)
 
 
@@ -113,14 +115,19 @@ def assert_one_line(exc: BaseException, *needles: str) -> None:
 # -- token on every (re)connection ------------------------------------------------------
 
 
-@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync-callable", "async-callable"])
-@pytest.mark.parametrize("kind", KINDS)
+# clients.sync takes a plain callable; the asyncio clients a plain or an async one.
+CALLABLES = [(k, False) for k in KINDS] + [(k, True) for k in KINDS if k != "sync"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "asynchronous"),
+    CALLABLES,
+    ids=[f"{k}-{'async' if a else 'plain'}" for k, a in CALLABLES],
+)
 async def test_callable_gives_a_fresh_token_for_every_connection(
     kind: str, asynchronous: bool
 ) -> None:
     """Three connections (two expiries): three calls, three tokens, ids 1..6 exactly once."""
-    if kind == "sync" and asynchronous:
-        pytest.skip("clients.sync takes a plain callable")
     tokens = Tokens(numbered(), asynchronous=asynchronous)
     async with token_server(total=6, per_token=2, valid={f"tok-{i}" for i in range(1, 10)}) as srv:
         controls: list[dict[str, Any]] = []
