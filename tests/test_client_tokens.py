@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from clients.chunked import ChunkedClient
+from clients.compare import TRANSPORTS, compare
 from clients.sse import Event, EventSource, SSEClient
 from clients.sync import SyncClient
 from clients.ws import WSClient
@@ -307,3 +309,69 @@ async def test_event_source_sends_a_fresh_token_on_each_reconnection() -> None:
     assert tokens.handed == ["tok-1", "tok-2"] and srv.tokens() == tokens.handed
     assert [s.since for s in srv.seen] == [None, "2-0"]
     assert source.reconnection_time == 10
+
+
+# -- compare ------------------------------------------------------------------------------
+
+
+async def test_compare_hands_the_token_to_every_client() -> None:
+    """An async callable: every client calls it before each connection (the sync client's
+    thread through the loop), and GET /topics carries it too."""
+    tokens = Tokens(numbered(), asynchronous=True)
+    async with token_server(total=6, per_token=2, valid={f"tok-{i}" for i in range(1, 40)}) as srv:
+        report = await compare(
+            srv.url,
+            "news",
+            TIMEOUT / 2,
+            transports=TRANSPORTS,
+            since="0-0",
+            drain_timeout=TIMEOUT,
+            token=tokens.callable(),
+        )
+    for r in report.results:
+        assert r.error is None, (r.name, r.error)
+        assert r.ids == ids(6), r.name
+        assert r.reconnects == 2, r.name
+        assert r.ended, r.name
+    assert report.same_ids
+    assert [s.status for s in srv.seen] == [200] * len(srv.seen)
+    assert srv.seen[0].transport == "topics" and srv.seen[0].token == "tok-1"
+    # 5 clients x 3 connections, each with a token of its own
+    assert len(srv.tokens()) == 15 and sorted(srv.tokens()) == sorted(tokens.handed[1:])
+    assert tokens.calls == 16
+
+
+async def run_compare(*args: str) -> tuple[int, str, str]:
+    async with script("clients.compare", *args) as s:
+        status, err = await s.finish()
+    return status, "\n".join(s.lines), err
+
+
+async def test_compare_script_token_from_environment_or_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with token_server(
+        total=4, per_token=2, valid={"from-env", "from-flag"}, revoke_on_expiry=False
+    ) as srv:
+        monkeypatch.setenv("STREAMGATE_TOKEN", "from-env")
+        args = [srv.url, "--topic", "news", "--seconds", str(TIMEOUT / 2), "--since", "0-0"]
+        status, out, err = await run_compare(*args, "--json", "--quiet", "--transports", "ws,sync")
+        assert status == 0, err
+        figures = json.loads(out)
+        assert {t: f["messages"] for t, f in figures["transports"].items()} == {"ws": 4, "sync": 4}
+        assert set(srv.tokens()) == {"from-env"} and len(srv.tokens()) == 4
+        assert srv.seen[0].transport == "topics" and srv.seen[0].token == "from-env"
+        del srv.seen[:]
+        status, out, err = await run_compare(
+            *args, "--quiet", "--transports", "sse", "--token", "from-flag"
+        )
+        assert status == 0, err
+        assert {s.token for s in srv.seen} == {"from-flag"}
+        # no token at all: GET /topics says why, on one line
+        monkeypatch.delenv("STREAMGATE_TOKEN")
+        status, out, err = await run_compare(*args, "--quiet")
+        assert status == 1
+        assert (
+            err.strip()
+            == "error: GET /topics: HTTP 401 unauthorized: missing, invalid or expired token"
+        )
