@@ -18,27 +18,36 @@ own access control is being built; it answers what the gateway will:
 
 Every request is recorded in :attr:`TokenServer.seen` (transport, token and how
 it came, the resume point, the status answered).
+
+With ``page=True`` it also serves the gateway's page (``gateway/static``), the
+topic's history (``GET /topics/{topic}/messages``) and a stand-in for
+publishing (``POST /topics/{topic}``: recorded, answered 201, not streamed),
+and lists the topic as empty, so the page's columns all start from ``0-0``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, web
 
 __all__ = ["Seen", "TokenServer", "token_server"]
 
+STATIC = Path(__file__).resolve().parent.parent / "gateway" / "static"
+
 
 @dataclass
 class Seen:
     """One request as the server saw it."""
 
-    transport: str  # chunked, sse, ws or topics
+    transport: str  # chunked, sse, ws, topics, messages or publish
     topic: str
     token: str | None
     via: str | None  # header, cookie or query
@@ -64,6 +73,7 @@ class TokenServer:
         sse_retry_ms: int = 5000,
         revoke_on_expiry: bool = True,
         ws_goodbye_frame: bool = True,
+        page: bool = False,
     ) -> None:
         self.total = total
         self.per_token = per_token
@@ -73,16 +83,20 @@ class TokenServer:
         self.sse_retry_ms = sse_retry_ms
         self.revoke_on_expiry = revoke_on_expiry
         self.ws_goodbye_frame = ws_goodbye_frame
+        self.page = page
+        # While set to an unset Event, stream requests wait for it before anything is checked.
+        self.gate: asyncio.Event | None = None
         self.seen: list[Seen] = []
         self.url = ""
         self.ws_url = ""
 
     def tokens(self, transport: str | None = None) -> list[str | None]:
         """The token of every stream request (of one transport), in order."""
+        streams = ("chunked", "sse", "ws")
         return [
             s.token
             for s in self.seen
-            if s.transport != "topics" and transport in (None, s.transport)
+            if s.transport in streams and transport in (None, s.transport)
         ]
 
     def app(self) -> web.Application:
@@ -91,6 +105,11 @@ class TokenServer:
         app.router.add_get("/sse/{topic}", self.sse)
         app.router.add_get("/ws/{topic}", self.ws)
         app.router.add_get("/topics", self.topics)
+        if self.page:
+            app.router.add_get("/", self.index)
+            app.router.add_static("/static/", STATIC)
+            app.router.add_get("/topics/{topic}/messages", self.messages)
+            app.router.add_post("/topics/{topic}", self.publish)
         return app
 
     # -- the contract ---------------------------------------------------------------
@@ -134,13 +153,15 @@ class TokenServer:
         self.seen.append(Seen(transport, topic, token, via, since, status))
         return error, token, start
 
+    def _message(self, topic: str, i: int) -> str:
+        return _dumps(
+            {"id": f"{i}-0", "topic": topic, "ts": time.time() * 1000.0, "data": {"n": i}}
+        )
+
     def _plan(self, topic: str, start: int, token: str | None) -> tuple[list[str], str, str]:
         """The messages one connection gets, then its last control event: (type, JSON)."""
         stop = self.total if self.per_token is None else min(self.total, start + self.per_token)
-        msgs = [
-            _dumps({"id": f"{i}-0", "topic": topic, "ts": time.time() * 1000.0, "data": {"n": i}})
-            for i in range(start + 1, stop + 1)
-        ]
+        msgs = [self._message(topic, i) for i in range(start + 1, stop + 1)]
         last_id = f"{stop}-0" if stop > 0 else None
         if stop >= self.total:
             return msgs, "end", _dumps({"type": "end", "reason": "limit", "last_id": last_id})
@@ -156,7 +177,12 @@ class TokenServer:
 
     # -- transports -------------------------------------------------------------------
 
+    async def _wait_at_gate(self) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+
     async def chunked(self, request: web.Request) -> web.StreamResponse:
+        await self._wait_at_gate()
         error, token, start = self._check(request, "chunked", request.query.get("since"))
         if error is not None:
             return error
@@ -176,6 +202,7 @@ class TokenServer:
         return resp
 
     async def sse(self, request: web.Request) -> web.StreamResponse:
+        await self._wait_at_gate()
         since = request.headers.get("Last-Event-ID") or request.query.get("since")
         error, token, start = self._check(request, "sse", since)
         if error is not None:
@@ -195,6 +222,7 @@ class TokenServer:
         return resp
 
     async def ws(self, request: web.Request) -> web.StreamResponse:
+        await self._wait_at_gate()
         error, token, start = self._check(request, "ws", request.query.get("since"))
         if error is not None:
             return error
@@ -217,8 +245,47 @@ class TokenServer:
         error, _, _ = self._check(request, "topics", None)
         if error is not None:
             return error
-        last_id = f"{self.total}-0" if self.total else None
-        return web.json_response({"topics": [{"name": "news", "last_id": last_id}], "streams": []})
+        last_id = f"{self.total}-0" if self.total and not self.page else None
+        topic = {
+            "name": "news",
+            "kind": "shared",
+            "first_id": None,
+            "last_id": last_id,
+            "length": 0,
+            "subscribers": {"chunked": 0, "sse": 0, "ws": 0},
+        }
+        return web.json_response({"topics": [topic], "streams": []})
+
+    # -- for the page ------------------------------------------------------------------
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        error, _, start = self._check(request, "messages", request.query.get("since"))
+        if error is not None:
+            return error
+        topic = request.match_info["topic"]
+        stop = min(self.total, start + int(request.query.get("limit", "100")))
+        msgs = [json.loads(self._message(topic, i)) for i in range(start + 1, stop + 1)]
+        return web.json_response(
+            {
+                "topic": topic,
+                "gap": False,
+                "first_id": "1-0" if self.total else None,
+                "last_id": f"{self.total}-0" if self.total else None,
+                "messages": msgs,
+            }
+        )
+
+    async def publish(self, request: web.Request) -> web.StreamResponse:
+        error, _, _ = self._check(request, "publish", None)
+        if error is not None:
+            return error
+        await request.read()
+        return web.json_response(
+            {"id": f"{self.total + 1000}-0", "topic": request.match_info["topic"]}, status=201
+        )
 
 
 @contextlib.asynccontextmanager
