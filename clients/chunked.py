@@ -10,8 +10,13 @@
   and after a dropped connection or a ``goodbye`` reconnects with
   ``since=<last id>``; it stops on ``end`` (PROTOCOL.md).
 
+A gateway with access control wants a token: ``token=`` is a string, or a
+callable (sync or async) called before every request, so an app hands a fresh
+token each time; it is sent as ``Authorization: Bearer <token>``.
+
 Run it: ``python -m clients.chunked http://localhost:8080/chunked/ticks``
-(``--format json`` for the JSON-array form).
+(``--format json`` for the JSON-array form; ``--token TOKEN`` or
+``STREAMGATE_TOKEN`` in the environment for a token).
 
 This file imports nothing from the gateway and nothing else from ``clients/``.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -28,7 +34,7 @@ import random
 import signal
 import sys
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,12 +48,18 @@ __all__ = [
     "NDJSONDecoder",
     "Stats",
     "StreamError",
+    "Token",
     "main",
 ]
 
 log = logging.getLogger("clients.chunked")
 
 TRANSPORT = "chunked"
+TOKEN_ENV = "STREAMGATE_TOKEN"
+
+#: A bearer token: a string, or a callable returning one (or an awaitable of one),
+#: called before every request. ``None`` or ``""``: send no Authorization header.
+Token = str | Callable[[], str | Awaitable[str | None] | None] | None
 
 
 # --------------------------------------------------------------------------
@@ -139,7 +151,41 @@ class JSONArrayDecoder:
 
 
 class StreamError(Exception):
-    """The stream cannot go on: unreachable server, HTTP error, or a bad message."""
+    """The stream cannot go on: unreachable server, HTTP error, or a bad message.
+
+    ``status`` is the HTTP status of a refused request (401, 403, 404, ...), else ``None``.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _resolve_token(token: Token) -> str | None:
+    """The token for the next request: the string, or what the callable returns now."""
+    value = token() if callable(token) else token
+    if inspect.isawaitable(value):
+        value = await value
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise StreamError(f"the token callable returned {type(value).__name__}, not a string")
+    value = value.strip()
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise StreamError("bad token: it holds whitespace or control characters")
+    return value or None
+
+
+def _redact(url: str) -> str:
+    """*url* with the value of a ``token=`` query parameter hidden, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if "token=" not in parts.query:
+        return url
+    query = [
+        (k, "***" if k == "token" else v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +230,13 @@ class ChunkedClient:
     connection that fails (with *fail_fast*), raises :class:`StreamError`.
     *read_timeout*: seconds without a byte (heartbeats included) after which the
     connection counts as dead and is re-opened.
+
+    *token* (a string, or a callable returning one, sync or async) is sent as
+    ``Authorization: Bearer <token>`` on every request; a callable is called
+    before each one. After a ``goodbye`` ``token_expired`` the client comes
+    back at once (after ``reconnect_ms`` only) and resumes. A 401 is tried once
+    more, at once, with a fresh token when *token* is a callable; otherwise, or
+    if that fails too, :class:`StreamError` (``status`` 401). 403 stops too.
     """
 
     transport = TRANSPORT
@@ -202,6 +255,7 @@ class ChunkedClient:
         fail_fast: bool = True,
         max_retries: int | None = None,
         read_timeout: float | None = 60.0,
+        token: Token = None,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         query = dict(urllib.parse.parse_qsl(parts.query))
@@ -220,6 +274,7 @@ class ChunkedClient:
         self.backoff_max = backoff_max
         self.fail_fast = fail_fast
         self.max_retries = max_retries
+        self.token = token
         self.stats = Stats()
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=read_timeout)
@@ -239,24 +294,37 @@ class ChunkedClient:
         own_session = self._session is None
         session = self._session or aiohttp.ClientSession()
         failures = 0
+        auth_retried = False  # a 401 was just retried with a fresh token
         try:
             while True:
                 hint: float | None = None  # goodbye's reconnect_ms, in seconds
+                expired = False  # goodbye token_expired
                 got_bytes = False
+                # Before every request: a callable hands a fresh token each time.
+                headers = {"Cache-Control": "no-cache"}
+                token = await _resolve_token(self.token)
+                if token:
+                    headers["Authorization"] = f"Bearer {token}"
                 try:
                     async with session.get(
-                        self.url(), timeout=self._timeout, headers={"Cache-Control": "no-cache"}
+                        self.url(), timeout=self._timeout, headers=headers
                     ) as resp:
                         if resp.status == 204:
                             return
                         if resp.status != 200:
                             body = (await resp.content.read(2048)).decode("utf-8", "replace")
                             text = _http_error_text(resp.status, body)
+                            if resp.status == 401 and callable(self.token) and not auth_retried:
+                                # Once, at once: the token may have expired since it was handed.
+                                auth_retried = True
+                                log.info("%s: %s; retrying with a fresh token", TRANSPORT, text)
+                                continue
                             if 400 <= resp.status < 500:
-                                raise StreamError(text)
+                                raise StreamError(text, status=resp.status)
                             raise aiohttp.ClientResponseError(
                                 resp.request_info, (), status=resp.status, message=text
                             )
+                        auth_retried = False
                         self._connections += 1
                         if self._connections > 1:
                             self.stats.reconnects += 1
@@ -281,6 +349,7 @@ class ChunkedClient:
                                     elif kind == "goodbye":
                                         ms = obj.get("reconnect_ms")
                                         hint = ms / 1000.0 if isinstance(ms, int | float) else 0.0
+                                        expired = obj.get("reason") == "token_expired"
                             # The body ended cleanly: complete, or come back?
                             reason = _after_body(decoder, hint)
                             if reason is None:
@@ -291,11 +360,17 @@ class ChunkedClient:
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     reason = _describe(exc)
                     if self._connections == 0 and self.fail_fast:
-                        raise StreamError(f"cannot connect to {self.url()}: {reason}") from exc
+                        url = _redact(self.url())
+                        raise StreamError(f"cannot connect to {url}: {reason}") from exc
                 failures = 0 if got_bytes else failures + 1
                 if self.max_retries is not None and failures > self.max_retries:
                     raise StreamError(f"giving up after {failures} failed attempts: {reason}")
-                if hint is not None:
+                if expired and hint is not None:
+                    # The token ran out, nothing else is wrong: come back at once (after the
+                    # server's hint only) with a fresh token, and resume.
+                    delay = max(0.0, hint)
+                    reason = "token expired"
+                elif hint is not None:
                     delay = hint * (1.0 + 0.5 * random.random())
                 else:
                     # Full-jitter exponential backoff.
@@ -356,10 +431,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def _http_error_text(status: int, body: str) -> str:
-    detail = body.strip()
-    with contextlib.suppress(ValueError, KeyError, TypeError):
+    """``HTTP 401 unauthorized: <message>`` from a JSON error body, on one line."""
+    detail = body
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
         err = json.loads(body)
-        detail = f"{err['error']}: {err['message']}"
+        message = err.get("message")
+        detail = str(err["error"]) + (f": {message}" if message else "")
+    detail = " ".join(detail.split())[:300]
     return f"HTTP {status}" + (f" {detail}" if detail else "")
 
 
@@ -411,6 +489,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="ask the server to end after N messages")
     p.add_argument("--count", type=_positive_int, help="stop after N messages")
     p.add_argument("--json", action="store_true", help="print each message's raw JSON")
+    p.add_argument(
+        "--token",
+        help=f"bearer token, sent as Authorization: Bearer (default: ${TOKEN_ENV})",
+    )
     p.add_argument("--max-retries", type=int, help="give up after N failed reconnections")
     p.add_argument(
         "--wait",
@@ -457,6 +539,7 @@ async def _run(args: argparse.Namespace, url: str) -> int:
             loop.call_later(0 if goodbye_seen else args.stop_grace, task.cancel)
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     client = ChunkedClient(
         url,
         since=args.since,
@@ -465,6 +548,7 @@ async def _run(args: argparse.Namespace, url: str) -> int:
         on_control=note,
         max_retries=args.max_retries,
         fail_fast=not args.wait,
+        token=token or None,
     )
     received = 0
     try:
@@ -486,7 +570,10 @@ async def _run(args: argparse.Namespace, url: str) -> int:
             return 0
         raise
     except StreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.status == 401 and not token:
+            hint = f" (no token given: use --token or {TOKEN_ENV})"
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 1
     return 0
 

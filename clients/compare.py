@@ -13,6 +13,11 @@ sequence. ``--plot FILE.png`` draws the latency distributions (matplotlib),
 
 Transports: ``chunked`` (NDJSON), ``json`` (chunked JSON array), ``sse``,
 ``ws``, and ``sync`` (blocking requests, in a thread).
+
+A gateway with access control: ``--token TOKEN`` (or ``STREAMGATE_TOKEN``), or
+``compare(..., token=...)`` with a string or a callable (sync or async) that
+every client calls before each of its connections; ``GET /topics`` carries it
+too.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import math
+import os
 import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +48,10 @@ __all__ = ["TRANSPORTS", "Report", "TransportResult", "compare", "main"]
 
 TRANSPORTS = ("chunked", "json", "sse", "ws", "sync")
 DEFAULT_TRANSPORTS = ("chunked", "sse", "ws")
+TOKEN_ENV = "STREAMGATE_TOKEN"
+
+#: A bearer token: a string, or a callable returning one (or an awaitable of one).
+Token = str | Callable[[], str | Awaitable[str | None] | None] | None
 
 
 class _Msg(Protocol):
@@ -188,11 +199,47 @@ def _key(message_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-async def _topic_state(session: aiohttp.ClientSession, base: str, topic: str) -> tuple[str, Any]:
+async def _bearer(token: Token) -> dict[str, str]:
+    """The Authorization header for *token* (called now if it is a callable)."""
+    value = token() if callable(token) else token
+    if inspect.isawaitable(value):
+        value = await value
+    return {"Authorization": f"Bearer {value.strip()}"} if value and value.strip() else {}
+
+
+def _sync_token(
+    token: Token, loop: asyncio.AbstractEventLoop
+) -> str | Callable[[], str | None] | None:
+    """*token* for the sync client's thread: an async callable is run on *loop*."""
+    if not callable(token):
+        return token
+    fn = token
+
+    def fresh() -> str | None:
+        value = fn()
+        if inspect.isawaitable(value):
+            awaitable = value
+
+            async def wait() -> str | None:
+                return await awaitable
+
+            return asyncio.run_coroutine_threadsafe(wait(), loop).result()
+        return value
+
+    return fresh
+
+
+async def _topic_state(
+    session: aiohttp.ClientSession, base: str, topic: str, token: Token = None
+) -> tuple[str, Any]:
     """``("shared", last_id)`` or ``("per-connection", None)``; StreamError-like ValueError."""
-    async with session.get(f"{base}/topics") as resp:
+    async with session.get(f"{base}/topics", headers=await _bearer(token)) as resp:
         if resp.status != 200:
-            raise ValueError(f"GET /topics: HTTP {resp.status}")
+            text = " ".join((await resp.text()).split())[:300]
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                err = json.loads(text)
+                text = str(err["error"]) + (f": {err['message']}" if err.get("message") else "")
+            raise ValueError(f"GET /topics: HTTP {resp.status}" + (f" {text}" if text else ""))
         listing = await resp.json()
     for entry in listing.get("topics", []):
         if entry.get("name") == topic:
@@ -203,20 +250,21 @@ async def _topic_state(session: aiohttp.ClientSession, base: str, topic: str) ->
     raise ValueError(f"unknown topic {topic!r} (GET /topics does not list it)")
 
 
-def _make_client(name: str, base: str, topic: str, since: str | None) -> Any:
+def _make_client(name: str, base: str, topic: str, since: str | None, token: Token = None) -> Any:
     q = urllib.parse.quote(topic, safe="")
     ws_base = "ws" + base[4:] if base.startswith("http") else base
     if name == "chunked":
-        return ChunkedClient(f"{base}/chunked/{q}", since=since)
+        return ChunkedClient(f"{base}/chunked/{q}", since=since, token=token)
     if name == "json":
-        return ChunkedClient(f"{base}/chunked/{q}", since=since, format="json")
+        return ChunkedClient(f"{base}/chunked/{q}", since=since, format="json", token=token)
     if name == "sse":
         # A short reconnection time as a floor; the server's retry: wins anyway.
-        return SSEClient(f"{base}/sse/{q}", since=since)
+        return SSEClient(f"{base}/sse/{q}", since=since, token=token)
     if name == "ws":
-        return WSClient(f"{ws_base}/ws/{q}", since=since)
+        return WSClient(f"{ws_base}/ws/{q}", since=since, token=token)
     if name == "sync":
-        return SyncClient(f"{base}/chunked/{q}", since=since)
+        sync_token = _sync_token(token, asyncio.get_running_loop())
+        return SyncClient(f"{base}/chunked/{q}", since=since, token=sync_token)
     raise ValueError(f"unknown transport {name!r}; choose from {', '.join(TRANSPORTS)}")
 
 
@@ -305,6 +353,7 @@ async def compare(
     drain_timeout: float = 5.0,
     progress: Callable[[float, list[TransportResult]], None] | None = None,
     progress_interval: float = 1.0,
+    token: Token = None,
 ) -> Report:
     """Run one client per transport for *seconds* and return the :class:`Report`.
 
@@ -315,6 +364,11 @@ async def compare(
     stream, stopped when the time is up. Raises ``ValueError`` for a bad URL or
     an unknown topic, ``aiohttp.ClientError`` / ``OSError`` if the gateway is
     unreachable.
+
+    *token* (a string, or a callable returning one, sync or async) goes to every
+    client, which calls a callable before each of its connections (the sync
+    client's thread has an async callable run on this loop), and to the
+    ``GET /topics`` requests.
     """
     base = base_url.rstrip("/")
     parts = urllib.parse.urlsplit(base)
@@ -324,11 +378,11 @@ async def compare(
         if name not in TRANSPORTS:
             raise ValueError(f"unknown transport {name!r}; choose from {', '.join(TRANSPORTS)}")
     async with aiohttp.ClientSession() as session:
-        kind, last_id = await _topic_state(session, base, topic)
+        kind, last_id = await _topic_state(session, base, topic, token)
         if kind == "shared" and since is None:
             since = last_id or "0-0"
         results = [TransportResult(name) for name in transports]
-        clients = [_make_client(name, base, topic, since) for name in transports]
+        clients = [_make_client(name, base, topic, since, token) for name in transports]
         run = _Run(results, time.perf_counter())
         tasks: list[asyncio.Task[None]] = []
         threads: list[threading.Thread] = []
@@ -353,7 +407,7 @@ async def compare(
                     progress(time.perf_counter() - run.t0, results)
             until: str | None = None
             if kind == "shared" and not all_ended.done():
-                _, until = await _topic_state(session, base, topic)
+                _, until = await _topic_state(session, base, topic, token)
                 if until is not None:
                     run.target = _key(until)
                     for res in results:
@@ -437,6 +491,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="draw the latency distributions")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument(
+        "--token",
+        help=f"bearer token, sent as Authorization: Bearer (default: ${TOKEN_ENV})",
+    )
     return p
 
 
@@ -448,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --seconds must be positive", file=sys.stderr)
         return 2
     progress = None if args.quiet else _progress_printer(args.seconds)
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     try:
         report = asyncio.run(
             compare(
@@ -458,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                 since=args.since,
                 drain_timeout=args.drain,
                 progress=progress,
+                token=token or None,
             )
         )
     except KeyboardInterrupt:

@@ -14,7 +14,13 @@ Three layers, each usable on its own:
 * :class:`SSEClient` speaks the streamgate protocol (PROTOCOL.md) on top: it yields
   :class:`Message` objects, counts gaps and reconnects, and stops on ``end``.
 
-Run it: ``python -m clients.sse http://localhost:8080/sse/ticks``.
+A gateway with access control wants a token: ``token=`` (on both classes) is a
+string, or a callable (sync or async) called before every connection and
+reconnection, so an app hands a fresh token each time; it is sent as
+``Authorization: Bearer <token>``.
+
+Run it: ``python -m clients.sse http://localhost:8080/sse/ticks`` (``--token
+TOKEN`` or ``STREAMGATE_TOKEN`` in the environment for a token).
 
 This file imports nothing from the gateway and nothing else from ``clients/``:
 copy it and run it anywhere aiohttp is installed.
@@ -26,6 +32,7 @@ import argparse
 import asyncio
 import codecs
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -34,7 +41,7 @@ import re
 import signal
 import sys
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +56,14 @@ __all__ = [
     "SSEDecoder",
     "Stats",
     "StreamError",
+    "Token",
     "main",
 ]
 
 log = logging.getLogger("clients.sse")
 
 TRANSPORT = "sse"
+TOKEN_ENV = "STREAMGATE_TOKEN"
 CONTROL_TYPES = frozenset({"gap", "goodbye", "end", "error"})
 
 # WHATWG: "Lines must be separated by either a U+000D CARRIAGE RETURN U+000A LINE
@@ -62,6 +71,10 @@ CONTROL_TYPES = frozenset({"gap", "goodbye", "end", "error"})
 # U+000D CARRIAGE RETURN (CR) character."  (str.splitlines would also split on
 # U+2028, VT, FF and more, which the spec does not.)
 _EOL = re.compile(r"\r\n|\r|\n")
+
+#: A bearer token: a string, or a callable returning one (or an awaitable of one),
+#: called before every connection. ``None`` or ``""``: send no Authorization header.
+Token = str | Callable[[], str | Awaitable[str | None] | None] | None
 
 
 # --------------------------------------------------------------------------
@@ -246,10 +259,15 @@ class EventSource:
       ms) times a random factor in ``[1, 1 + jitter)``; after consecutive
       failures the delay doubles, up to *max_delay* seconds.
 
-    Differences from a browser, both optional: with *fail_fast* (the default) a
+    Differences from a browser, all optional: with *fail_fast* (the default) a
     first connection that cannot be made at all raises instead of retrying, and
-    *max_retries* bounds consecutive failed attempts. :attr:`url` may be changed
-    between connections. Call :meth:`close` to stop (``readyState`` CLOSED).
+    *max_retries* bounds consecutive failed attempts. *token* (a string, or a
+    callable returning one, sync or async, called before every connection) is
+    sent as ``Authorization: Bearer <token>``, which a browser's EventSource
+    cannot do; with a callable, a 401 is tried once more at once with a fresh
+    token before it fails the connection. :attr:`url` may be changed between
+    connections, and :meth:`reconnect_in` sets the delay before the next one.
+    Call :meth:`close` to stop (``readyState`` CLOSED).
     """
 
     CONNECTING = 0
@@ -270,8 +288,10 @@ class EventSource:
         max_retries: int | None = None,
         connect_timeout: float | None = 10.0,
         read_timeout: float | None = None,
+        token: Token = None,
     ) -> None:
         self.url = url
+        self.token = token
         self.ready_state = self.CONNECTING
         self.reconnection_time = reconnection_time  # ms, overridden by "retry:"
         self.jitter = jitter
@@ -288,6 +308,7 @@ class EventSource:
         )
         self._closed = asyncio.Event()
         self._response: aiohttp.ClientResponse | None = None
+        self._next_delay: float | None = None
 
     @property
     def last_event_id(self) -> str:
@@ -298,6 +319,14 @@ class EventSource:
     def reconnects(self) -> int:
         """How many times the stream was re-opened after the first connection."""
         return max(0, self.connections - 1)
+
+    def reconnect_in(self, seconds: float) -> None:
+        """Wait *seconds* (no jitter, no backoff) before the next reconnection only.
+
+        For a server that says when to come back, e.g. streamgate's ``goodbye``
+        ``token_expired``: the stream is fine, only its token ran out.
+        """
+        self._next_delay = max(0.0, seconds)
 
     def close(self) -> None:
         """Stop: no further event is yielded and no reconnection is made.
@@ -315,16 +344,25 @@ class EventSource:
         own_session = self._session is None
         session = self._session or aiohttp.ClientSession()
         failures = 0
+        auth_retried = False  # a 401 was just retried with a fresh token
         try:
             while self.ready_state != self.CLOSED:
                 got_bytes = False
                 self.ready_state = self.CONNECTING
+                # Before every connection: a callable hands a fresh token each time.
+                try:
+                    token = await _resolve_token(self.token)
+                except BaseException:
+                    self.close()
+                    raise
                 try:
                     headers = {
                         "Accept": "text/event-stream",
                         "Cache-Control": "no-cache",
                         **self._headers,
                     }
+                    if token:
+                        headers["Authorization"] = f"Bearer {token}"
                     if self.last_event_id:
                         headers["Last-Event-ID"] = self.last_event_id
                     async with session.get(
@@ -339,6 +377,11 @@ class EventSource:
                             body = ""
                             if resp.status != 200:
                                 body = (await resp.content.read(2048)).decode("utf-8", "replace")
+                            if resp.status == 401 and callable(self.token) and not auth_retried:
+                                # Once, at once: the token may have expired since it was handed.
+                                auth_retried = True
+                                log.info("sse: HTTP 401; retrying with a fresh token")
+                                continue
                             self.close()
                             raise EventSourceError(
                                 _http_error_text(resp.status, resp.content_type, body),
@@ -347,6 +390,7 @@ class EventSource:
                                 body=body,
                             )
                         self.ready_state = self.OPEN
+                        auth_retried = False
                         self.connections += 1
                         if self.connections > 1:
                             log.info("sse: reconnected, Last-Event-ID %r", self.last_event_id)
@@ -367,7 +411,8 @@ class EventSource:
                     reason = _describe(exc)
                     if self.connections == 0 and self.fail_fast:
                         self.close()
-                        raise EventSourceError(f"cannot connect to {self.url}: {reason}") from exc
+                        url = _redact(self.url)
+                        raise EventSourceError(f"cannot connect to {url}: {reason}") from exc
                 finally:
                     self._response = None
                 if self.ready_state == self.CLOSED:
@@ -376,7 +421,10 @@ class EventSource:
                 if self.max_retries is not None and failures > self.max_retries:
                     self.close()
                     raise EventSourceError(f"giving up after {failures} failed attempts: {reason}")
-                delay = self._delay(failures)
+                if self._next_delay is not None:
+                    delay, self._next_delay = self._next_delay, None
+                else:
+                    delay = self._delay(failures)
                 log.info("sse: %s; reconnecting in %.2fs", reason, delay)
                 self.ready_state = self.CONNECTING
                 # Wait out the delay, but wake at once if close() is called.
@@ -397,16 +445,46 @@ class EventSource:
         return base * (1.0 + random.random() * self.jitter)
 
 
+async def _resolve_token(token: Token) -> str | None:
+    """The token for the next connection: the string, or what the callable returns now."""
+    value = token() if callable(token) else token
+    if inspect.isawaitable(value):
+        value = await value
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise EventSourceError(f"the token callable returned {type(value).__name__}, not a string")
+    value = value.strip()
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise EventSourceError("bad token: it holds whitespace or control characters")
+    return value or None
+
+
+def _redact(url: str) -> str:
+    """*url* with the value of a ``token=`` query parameter hidden, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if "token=" not in parts.query:
+        return url
+    query = [
+        (k, "***" if k == "token" else v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
 
 
 def _http_error_text(status: int, content_type: str, body: str) -> str:
-    detail = body.strip()
-    with contextlib.suppress(ValueError, KeyError, TypeError):
+    """``HTTP 401 unauthorized: <message>`` from a JSON error body, on one line."""
+    detail = body
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
         err = json.loads(body)
-        detail = f"{err['error']}: {err['message']}"
+        message = err.get("message")
+        detail = str(err["error"]) + (f": {message}" if message else "")
+    detail = " ".join(detail.split())[:300]
     if status == 200:
         return f"not an event stream (Content-Type {content_type or 'missing'!s})"
     return f"HTTP {status}" + (f" {detail}" if detail else "")
@@ -418,7 +496,14 @@ def _http_error_text(status: int, content_type: str, body: str) -> str:
 
 
 class StreamError(Exception):
-    """The stream cannot go on: unreachable server, HTTP error, or a bad message."""
+    """The stream cannot go on: unreachable server, HTTP error, or a bad message.
+
+    ``status`` is the HTTP status of a refused request (401, 403, 404, ...), else ``None``.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +548,14 @@ class SSEClient:
     *read_timeout*: seconds without a byte (heartbeats included) after which the
     connection counts as dead and is re-opened. Use ``contextlib.aclosing``
     when you may leave the loop early.
+
+    *token* (a string, or a callable returning one, sync or async) goes to the
+    :class:`EventSource`: sent as ``Authorization: Bearer <token>`` on every
+    connection, a callable called before each one. After a ``goodbye``
+    ``token_expired`` the client comes back at once (after ``reconnect_ms``,
+    not the ``retry`` delay) and resumes with ``Last-Event-ID``. A 401 is tried
+    once more with a fresh token when *token* is a callable; otherwise, or if
+    that fails too, :class:`StreamError` (``status`` 401). 403 stops too.
     """
 
     transport = TRANSPORT
@@ -479,6 +572,7 @@ class SSEClient:
         fail_fast: bool = True,
         max_retries: int | None = None,
         read_timeout: float | None = 60.0,
+        token: Token = None,
     ) -> None:
         # A since= in the URL would win over Last-Event-ID on every reconnection
         # (PROTOCOL.md), replaying the same messages again: move it to the header.
@@ -499,6 +593,7 @@ class SSEClient:
             fail_fast=fail_fast,
             max_retries=max_retries,
             read_timeout=read_timeout,
+            token=token,
         )
 
     @property
@@ -536,6 +631,15 @@ class SSEClient:
                         obj = {"type": event.type, "data": event.data}
                     if event.type == "gap":
                         self.stats.gaps += 1
+                    elif (
+                        event.type == "goodbye"
+                        and isinstance(obj, dict)
+                        and obj.get("reason") == "token_expired"
+                    ):
+                        # Only the token ran out: back at once (the server's hint, not its
+                        # retry: delay), with a fresh token, resuming with Last-Event-ID.
+                        ms = obj.get("reconnect_ms")
+                        source.reconnect_in(ms / 1000.0 if isinstance(ms, int | float) else 0.0)
                     if self.on_control is not None:
                         self.on_control(obj)
                     if event.type == "end":
@@ -546,7 +650,7 @@ class SSEClient:
             if exc.status == 204:
                 # A per-connection stream resumed past its end: complete.
                 return
-            raise StreamError(str(exc)) from exc
+            raise StreamError(str(exc), status=exc.status) from exc
         finally:
             self.stats.reconnects = source.reconnects
             self.stats.bytes_received = source.bytes_received
@@ -607,6 +711,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="ask the server to end after N messages")
     p.add_argument("--count", type=_positive_int, help="stop after N messages")
     p.add_argument("--json", action="store_true", help="print each message's raw JSON")
+    p.add_argument(
+        "--token",
+        help=f"bearer token, sent as Authorization: Bearer (default: ${TOKEN_ENV})",
+    )
     p.add_argument("--max-retries", type=int, help="give up after N failed reconnections")
     p.add_argument(
         "--wait",
@@ -653,6 +761,7 @@ async def _run(args: argparse.Namespace, url: str) -> int:
             loop.call_later(0 if goodbye_seen else args.stop_grace, task.cancel)
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     client = SSEClient(
         url,
         since=args.since,
@@ -660,6 +769,7 @@ async def _run(args: argparse.Namespace, url: str) -> int:
         on_control=note,
         max_retries=args.max_retries,
         fail_fast=not args.wait,
+        token=token or None,
     )
     received = 0
     try:
@@ -681,7 +791,10 @@ async def _run(args: argparse.Namespace, url: str) -> int:
             return 0
         raise
     except StreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.status == 401 and not token:
+            hint = f" (no token given: use --token or {TOKEN_ENV})"
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 1
     return 0
 

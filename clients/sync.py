@@ -6,7 +6,12 @@ The contrast the tutorials draw: no event loop, one thread blocked in
 heartbeat lines, and after a dropped connection or a ``goodbye`` reconnects
 with ``since=<last id>``; it stops on ``end`` (PROTOCOL.md).
 
-Run it: ``python -m clients.sync http://localhost:8080/chunked/ticks``.
+A gateway with access control wants a token: ``token=`` is a string, or a
+(plain) callable called before every request, so an app hands a fresh token
+each time; it is sent as ``Authorization: Bearer <token>``.
+
+Run it: ``python -m clients.sync http://localhost:8080/chunked/ticks``
+(``--token TOKEN`` or ``STREAMGATE_TOKEN`` in the environment for a token).
 
 This file imports nothing from the gateway and nothing else from ``clients/``.
 """
@@ -29,15 +34,52 @@ from typing import Any
 
 import requests
 
-__all__ = ["Message", "Stats", "StreamError", "SyncClient", "main"]
+__all__ = ["Message", "Stats", "StreamError", "SyncClient", "Token", "main"]
 
 log = logging.getLogger("clients.sync")
 
 TRANSPORT = "sync"
+TOKEN_ENV = "STREAMGATE_TOKEN"
+
+#: A bearer token: a string, or a callable returning one, called before every
+#: request. ``None`` or ``""``: send no Authorization header.
+Token = str | Callable[[], str | None] | None
 
 
 class StreamError(Exception):
-    """The stream cannot go on: unreachable server, HTTP error, or a bad message."""
+    """The stream cannot go on: unreachable server, HTTP error, or a bad message.
+
+    ``status`` is the HTTP status of a refused request (401, 403, 404, ...), else ``None``.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _resolve_token(token: Token) -> str | None:
+    """The token for the next request: the string, or what the callable returns now."""
+    value = token() if callable(token) else token
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise StreamError(f"the token callable returned {type(value).__name__}, not a string")
+    value = value.strip()
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise StreamError("bad token: it holds whitespace or control characters")
+    return value or None
+
+
+def _redact(url: str) -> str:
+    """*url* with the value of a ``token=`` query parameter hidden, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if "token=" not in parts.query:
+        return url
+    query = [
+        (k, "***" if k == "token" else v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +112,13 @@ class SyncClient:
     resumes with ``since=``. :meth:`close` may be called from another thread to
     stop a blocked reader. *read_timeout*: seconds without a byte (heartbeats
     included) after which the connection counts as dead and is re-opened.
+
+    *token* (a string, or a callable returning one) is sent as
+    ``Authorization: Bearer <token>`` on every request; a callable is called
+    before each one. After a ``goodbye`` ``token_expired`` the client comes
+    back at once (after ``reconnect_ms`` only) and resumes. A 401 is tried once
+    more, at once, with a fresh token when *token* is a callable; otherwise, or
+    if that fails too, :class:`StreamError` (``status`` 401). 403 stops too.
     """
 
     transport = TRANSPORT
@@ -86,6 +135,7 @@ class SyncClient:
         fail_fast: bool = True,
         max_retries: int | None = None,
         read_timeout: float | None = 60.0,
+        token: Token = None,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         query = dict(urllib.parse.parse_qsl(parts.query))
@@ -102,6 +152,7 @@ class SyncClient:
         self.fail_fast = fail_fast
         self.max_retries = max_retries
         self.read_timeout = read_timeout
+        self.token = token
         self.stats = Stats()
         self._connections = 0
         self._closed = threading.Event()
@@ -138,26 +189,40 @@ class SyncClient:
     def messages(self) -> Generator[Message, None, None]:
         """Yield messages until the stream ends; raise :class:`StreamError` on failure."""
         failures = 0
+        auth_retried = False  # a 401 was just retried with a fresh token
         session = requests.Session()
         try:
             while not self._closed.is_set():
                 hint: float | None = None
+                expired = False  # goodbye token_expired
                 got_bytes = False
+                # Before every request: a callable hands a fresh token each time.
+                headers = {"Accept": "application/x-ndjson", "Cache-Control": "no-cache"}
+                token = _resolve_token(self.token)
+                if token:
+                    headers["Authorization"] = f"Bearer {token}"
                 try:
                     with session.get(
                         self.url(),
                         stream=True,
                         timeout=(10.0, self.read_timeout),
-                        headers={"Accept": "application/x-ndjson", "Cache-Control": "no-cache"},
+                        headers=headers,
                     ) as resp:
                         self._response = resp
                         if resp.status_code == 204:
                             return
                         if resp.status_code != 200:
-                            text = _http_error_text(resp.status_code, resp.text[:2048])
-                            if 400 <= resp.status_code < 500:
-                                raise StreamError(text)
+                            status = resp.status_code
+                            text = _http_error_text(status, resp.text[:2048])
+                            if status == 401 and callable(self.token) and not auth_retried:
+                                # Once, at once: the token may have expired since it was handed.
+                                auth_retried = True
+                                log.info("%s: %s; retrying with a fresh token", TRANSPORT, text)
+                                continue
+                            if 400 <= status < 500:
+                                raise StreamError(text, status=status)
                             raise requests.ConnectionError(text)
+                        auth_retried = False
                         self._connections += 1
                         if self._connections > 1:
                             self.stats.reconnects += 1
@@ -197,13 +262,15 @@ class SyncClient:
                             if kind == "goodbye":
                                 ms = obj.get("reconnect_ms")
                                 hint = ms / 1000.0 if isinstance(ms, int | float) else 0.0
+                                expired = obj.get("reason") == "token_expired"
                     reason = "goodbye" if hint is not None else "stream ended without end"
                 except requests.RequestException as exc:
                     if self._closed.is_set():
                         return
                     reason = f"{type(exc).__name__}: {exc}"
                     if self._connections == 0 and self.fail_fast:
-                        raise StreamError(f"cannot connect to {self.url()}: {reason}") from exc
+                        url = _redact(self.url())
+                        raise StreamError(f"cannot connect to {url}: {reason}") from exc
                 finally:
                     self._response = None
                 if self._closed.is_set():
@@ -211,7 +278,12 @@ class SyncClient:
                 failures = 0 if got_bytes else failures + 1
                 if self.max_retries is not None and failures > self.max_retries:
                     raise StreamError(f"giving up after {failures} failed attempts: {reason}")
-                if hint is not None:
+                if expired and hint is not None:
+                    # The token ran out, nothing else is wrong: come back at once (after the
+                    # server's hint only) with a fresh token, and resume.
+                    delay = max(0.0, hint)
+                    reason = "token expired"
+                elif hint is not None:
                     delay = hint * (1.0 + 0.5 * random.random())
                 else:
                     cap = min(self.backoff_max, self.backoff_initial * 2 ** min(failures, 16))
@@ -224,10 +296,13 @@ class SyncClient:
 
 
 def _http_error_text(status: int, body: str) -> str:
-    detail = body.strip()
-    with contextlib.suppress(ValueError, KeyError, TypeError):
+    """``HTTP 401 unauthorized: <message>`` from a JSON error body, on one line."""
+    detail = body
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
         err = json.loads(body)
-        detail = f"{err['error']}: {err['message']}"
+        message = err.get("message")
+        detail = str(err["error"]) + (f": {message}" if message else "")
+    detail = " ".join(detail.split())[:300]
     return f"HTTP {status}" + (f" {detail}" if detail else "")
 
 
@@ -277,6 +352,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="ask the server to end after N messages")
     p.add_argument("--count", type=_positive_int, help="stop after N messages")
     p.add_argument("--json", action="store_true", help="print each message's raw JSON")
+    p.add_argument(
+        "--token",
+        help=f"bearer token, sent as Authorization: Bearer (default: ${TOKEN_ENV})",
+    )
     p.add_argument("--max-retries", type=int, help="give up after N failed reconnections")
     return p
 
@@ -295,8 +374,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="# %(message)s", stream=sys.stderr)
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     client = SyncClient(
-        url, since=args.since, limit=args.limit, on_control=_note, max_retries=args.max_retries
+        url,
+        since=args.since,
+        limit=args.limit,
+        on_control=_note,
+        max_retries=args.max_retries,
+        token=token or None,
     )
     received = 0
     stream = client.messages()
@@ -313,7 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.count is not None and received >= args.count:
                 break
     except StreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.status == 401 and not token:
+            hint = f" (no token given: use --token or {TOKEN_ENV})"
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -10,15 +10,22 @@ them):
 close code             client does
 =====================  ===================================================
 1000                   stop: the stream is complete (an ``end`` preceded it)
+4003 (token expired)   reconnect at once (after ``reconnect_ms``), fresh token
 1001, 4000-4499        reconnect after the ``goodbye`` hint and resume
 1011, 1012, 1013       reconnect with backoff and resume
 1006 (no close frame)  reconnect with backoff and resume (abrupt drop)
 1008, 1009, 4500-4999  stop with an error (policy, too big, "do not retry")
-HTTP 4xx at handshake  stop with an error (bad id, unknown topic, ...)
+HTTP 401 at handshake  with a token callable: once more with a fresh token;
+                       else stop with an error
+HTTP 4xx at handshake  stop with an error (403 forbidden, bad id, unknown topic)
 =====================  ===================================================
 
-Backoff is exponential with jitter. Run it:
-``python -m clients.ws ws://localhost:8080/ws/ticks``.
+Backoff is exponential with jitter. A gateway with access control wants a
+token: ``token=`` is a string, or a callable (sync or async) called before
+every connection, so an app hands a fresh token each time; it is sent as
+``Authorization: Bearer <token>``. Run it:
+``python -m clients.ws ws://localhost:8080/ws/ticks [--token TOKEN]``
+(or ``STREAMGATE_TOKEN`` in the environment).
 
 This file imports nothing from the gateway and nothing else from ``clients/``.
 """
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -35,18 +43,25 @@ import random
 import signal
 import sys
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-__all__ = ["Message", "Stats", "StreamError", "WSClient", "main", "should_reconnect"]
+__all__ = ["Message", "Stats", "StreamError", "Token", "WSClient", "main", "should_reconnect"]
 
 log = logging.getLogger("clients.ws")
 
 TRANSPORT = "ws"
+TOKEN_ENV = "STREAMGATE_TOKEN"
+# Close code of a stream whose token expired (PROTOCOL.md): come back at once.
+CLOSE_TOKEN_EXPIRED = 4003
+
+#: A bearer token: a string, or a callable returning one (or an awaitable of one),
+#: called before every connection. ``None`` or ``""``: send no Authorization header.
+Token = str | Callable[[], str | Awaitable[str | None] | None] | None
 
 
 class StreamError(Exception):
@@ -86,6 +101,33 @@ class Stats:
     bytes_received: int = 0  # text frame payload bytes
 
 
+async def _resolve_token(token: Token) -> str | None:
+    """The token for the next connection: the string, or what the callable returns now."""
+    value = token() if callable(token) else token
+    if inspect.isawaitable(value):
+        value = await value
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise StreamError(f"the token callable returned {type(value).__name__}, not a string")
+    value = value.strip()
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise StreamError("bad token: it holds whitespace or control characters")
+    return value or None
+
+
+def _redact(url: str) -> str:
+    """*url* with the value of a ``token=`` query parameter hidden, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if "token=" not in parts.query:
+        return url
+    query = [
+        (k, "***" if k == "token" else v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
 def should_reconnect(code: int) -> bool:
     """Whether a close *code* from the server means "reconnect and resume"."""
     if code == 1000:  # normal closure: PROTOCOL.md "stream complete"
@@ -108,6 +150,14 @@ class WSClient:
     ``published``) go to *on_control* as dicts. The iteration ends after
     ``end`` / close 1000 and raises :class:`StreamError` on a final failure.
     Use ``contextlib.aclosing`` when you may leave the loop early.
+
+    *token* (a string, or a callable returning one, sync or async) is sent as
+    ``Authorization: Bearer <token>`` on every handshake; a callable is called
+    before each one. After a ``goodbye`` ``token_expired`` (close 4003) the
+    client reconnects at once, after the ``reconnect_ms`` hint only, and
+    resumes. A handshake refused with 401 is tried once more, at once, with a
+    fresh token when *token* is a callable; otherwise, or if that fails too,
+    :class:`StreamError` (``status`` 401). 403 stops with a ``StreamError``.
     """
 
     transport = TRANSPORT
@@ -125,6 +175,7 @@ class WSClient:
         max_retries: int | None = None,
         open_timeout: float = 10.0,
         max_size: int | None = 4 * 1024 * 1024,
+        token: Token = None,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         query = dict(urllib.parse.parse_qsl(parts.query))
@@ -141,6 +192,7 @@ class WSClient:
         self.max_retries = max_retries
         self.open_timeout = open_timeout
         self.max_size = max_size
+        self.token = token
         self.stats = Stats()
         self.close_code: int | None = None  # of the last connection
         self._connections = 0
@@ -157,9 +209,14 @@ class WSClient:
     async def messages(self) -> AsyncGenerator[Message, None]:
         """Yield messages until the stream ends; raise :class:`StreamError` on failure."""
         failures = 0
+        auth_retried = False  # a 401 was just retried with a fresh token
         while True:
             hint: float | None = None  # goodbye's reconnect_ms, in seconds
+            expired = False  # goodbye token_expired, or close 4003
             got_frames = False
+            # Before every connection: a callable hands a fresh token each time.
+            token = await _resolve_token(self.token)
+            headers = {"Authorization": f"Bearer {token}"} if token else None
             try:
                 # No compression: the gateway declines permessage-deflate anyway.
                 async with connect(
@@ -167,7 +224,9 @@ class WSClient:
                     compression=None,
                     open_timeout=self.open_timeout,
                     max_size=self.max_size,
+                    additional_headers=headers,
                 ) as ws:
+                    auth_retried = False
                     self._connections += 1
                     if self._connections > 1:
                         self.stats.reconnects += 1
@@ -196,6 +255,7 @@ class WSClient:
                             elif kind == "goodbye":
                                 ms = obj.get("reconnect_ms")
                                 hint = ms / 1000.0 if isinstance(ms, int | float) else None
+                                expired = obj.get("reason") == "token_expired"
                             if self.on_control is not None:
                                 self.on_control(obj)
                             if kind == "end":
@@ -205,6 +265,7 @@ class WSClient:
                         code = exc.rcvd.code if exc.rcvd is not None else 1006
                         why = exc.rcvd.reason if exc.rcvd is not None else "connection dropped"
                 self.close_code = code
+                expired = expired or code == CLOSE_TOKEN_EXPIRED
                 if code == 1000:
                     return
                 if not should_reconnect(code):
@@ -213,6 +274,11 @@ class WSClient:
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 text = _http_error_text(status, bytes(exc.response.body or b""))
+                if status == 401 and callable(self.token) and not auth_retried:
+                    # Once, at once: the token may have expired since it was handed.
+                    auth_retried = True
+                    log.info("%s: %s; retrying with a fresh token", TRANSPORT, text)
+                    continue
                 if 400 <= status < 500 or (self._connections == 0 and self.fail_fast):
                     raise StreamError(f"handshake refused: {text}", status=status) from None
                 reason = f"handshake refused: {text}"
@@ -221,11 +287,16 @@ class WSClient:
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 reason = _describe(exc)
                 if self._connections == 0 and self.fail_fast:
-                    raise StreamError(f"cannot connect to {self.url()}: {reason}") from exc
+                    raise StreamError(f"cannot connect to {_redact(self.url())}: {reason}") from exc
             failures = 0 if got_frames else failures + 1
             if self.max_retries is not None and failures > self.max_retries:
                 raise StreamError(f"giving up after {failures} failed attempts: {reason}")
-            if hint is not None:
+            if expired:
+                # The token ran out, nothing else is wrong: come back at once (after the
+                # server's hint only) with a fresh token, and resume.
+                delay = max(0.0, hint or 0.0)
+                reason = "token expired"
+            elif hint is not None:
                 delay = hint * (1.0 + 0.5 * random.random())
             else:
                 # Exponential backoff with jitter, so that clients dropped together
@@ -246,10 +317,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def _http_error_text(status: int, body: bytes) -> str:
-    text = body.decode("utf-8", "replace").strip()
-    with contextlib.suppress(ValueError, KeyError, TypeError):
+    """``HTTP 401 unauthorized: <message>`` from a JSON error body, on one line."""
+    text = body.decode("utf-8", "replace")
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
         err = json.loads(text)
-        text = f"{err['error']}: {err['message']}"
+        message = err.get("message")
+        text = str(err["error"]) + (f": {message}" if message else "")
+    text = " ".join(text.split())[:300]
     return f"HTTP {status}" + (f" {text}" if text else "")
 
 
@@ -299,6 +373,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="ask the server to end after N messages")
     p.add_argument("--count", type=_positive_int, help="stop after N messages")
     p.add_argument("--json", action="store_true", help="print each message's raw JSON")
+    p.add_argument(
+        "--token",
+        help=f"bearer token, sent as Authorization: Bearer (default: ${TOKEN_ENV})",
+    )
     p.add_argument("--max-retries", type=int, help="give up after N failed reconnections")
     p.add_argument(
         "--wait",
@@ -345,6 +423,7 @@ async def _run(args: argparse.Namespace, url: str) -> int:
             loop.call_later(0 if goodbye_seen else args.stop_grace, task.cancel)
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     client = WSClient(
         url,
         since=args.since,
@@ -352,6 +431,7 @@ async def _run(args: argparse.Namespace, url: str) -> int:
         on_control=note,
         max_retries=args.max_retries,
         fail_fast=not args.wait,
+        token=token or None,
     )
     received = 0
     try:
@@ -373,7 +453,10 @@ async def _run(args: argparse.Namespace, url: str) -> int:
             return 0
         raise
     except StreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.status == 401 and not token:
+            hint = f" (no token given: use --token or {TOKEN_ENV})"
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 1
     return 0
 

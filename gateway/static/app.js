@@ -5,7 +5,35 @@
 // Connections per host (HTTP/1.1 allows 6): the chunked fetch holds 1, the EventSource 1, and
 // short fetches (topics, publish, resume check) come and go. The WebSocket does not count. A
 // column always closes its old connection before it opens a new one.
+//
+// Access control (optional): open the page as /?token=<JWT> and it sends that token with every
+// request: an `Authorization: Bearer` header on fetch (the chunked stream, publish, topics), and
+// `?token=` on the WebSocket and EventSource URLs (a browser cannot give them headers). When a
+// token runs out (a 401, or a `goodbye` with reason `token_expired`) the page asks freshToken()
+// below for another before it reconnects. Without a token the page sends none.
 "use strict";
+
+// The token for the next connections, or null for none. Called once at start, and again after
+// a 401 or a `token_expired` goodbye (the three columns share one call). This default re-reads
+// the token from sessionStorage (where the page keeps the `?token=` it was opened with; an app
+// may put a fresher one there) or the page URL. An app replaces it with a call to its own
+// backend, which knows the signed-in user, e.g.:
+//
+//   async function freshToken() {
+//     const r = await fetch("/my-app/streamgate-token", { credentials: "same-origin" });
+//     return r.ok ? (await r.json()).token : null;
+//   }
+//
+// (or, without editing this file: window.streamgate.freshToken = async () => ...).
+async function freshToken() {
+  let stored = null;
+  try {
+    stored = sessionStorage.getItem("streamgate_token");
+  } catch {
+    // storage disabled: the URL only
+  }
+  return stored || new URLSearchParams(location.search).get("token") || null;
+}
 
 (() => {
   const TRANSPORTS = ["chunked", "ws", "sse"];
@@ -96,6 +124,51 @@
     }
   }
 
+  // ---- the token (see freshToken above) ---------------------------------------------------------
+  const TOKEN_KEY = "streamgate_token";
+  const auth = { token: null, refreshing: null, calls: 0 };
+
+  // ?token= moves from the address bar (history, bookmarks, screenshots) to this tab's
+  // sessionStorage, which a reload keeps.
+  function takeTokenFromUrl() {
+    const params = new URLSearchParams(location.search);
+    const t = params.get("token");
+    if (t === null) return;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, t);
+    } catch {
+      return; // no storage (a sandboxed frame): leave the token where freshToken can read it
+    }
+    params.delete("token");
+    const q = params.toString();
+    history.replaceState(null, "", `${location.pathname}${q ? `?${q}` : ""}${location.hash}`);
+  }
+
+  // Asks freshToken() for a token, once for every column that needs one at the same time. `used`
+  // is the token the caller's connection had: if the page has another since, that one is fresh.
+  function refreshToken(used = auth.token) {
+    if (auth.refreshing) return auth.refreshing;
+    if (used !== auth.token) return Promise.resolve(auth.token);
+    auth.refreshing = (async () => {
+      try {
+        auth.calls += 1;
+        const t = await page.freshToken();
+        auth.token = typeof t === "string" && t.trim() !== "" ? t.trim() : null;
+      } catch (e) {
+        pageError(`freshToken() failed: ${e.message}`);
+      } finally {
+        auth.refreshing = null;
+      }
+      return auth.token;
+    })();
+    return auth.refreshing;
+  }
+
+  // Headers for a fetch: the token as a bearer token, if there is one.
+  function authHeaders(headers = {}) {
+    return auth.token === null ? headers : { ...headers, Authorization: `Bearer ${auth.token}` };
+  }
+
   const page = {
     topic: null,
     startId: null, // every column starts from this id, so all three lists match
@@ -106,6 +179,8 @@
     missing: (name) => page.transports[name].missingVsOthers(),
     cmpId, // exposed for tests and the console
     NdjsonLines,
+    auth, // auth.token: the token in use; auth.calls: how many times freshToken() was asked
+    freshToken, // replaceable: see freshToken at the top of this file
   };
   window.streamgate = page;
 
@@ -157,6 +232,8 @@
       this.userClosed = false;
       this.ended = false;
       this.failures = 0;
+      this.authRetried = false; // a 401 was answered with a fresh token: the next one stops
+      this.usedToken = null; // the token this column's connection was opened with
       this.goodbye = null;
       this.arrivals = [];
       this.latencies = [];
@@ -187,7 +264,12 @@
       this.openedAt = now();
       const since = this.lastId ?? this.startId;
       if (this.connects > 1 && since !== null) this.beginResumeCheck(since);
-      const query = since === null ? "" : `?since=${enc(since)}`;
+      this.usedToken = auth.token;
+      const params = new URLSearchParams();
+      if (since !== null) params.set("since", since);
+      // WebSocket and EventSource cannot send headers: their token goes in the query.
+      if (auth.token !== null && this.name !== "chunked") params.set("token", auth.token);
+      const query = params.toString() ? `?${params}` : "";
       const path = `/${this.name === "ws" ? "ws" : this.name}/${enc(page.topic)}${query}`;
       this.setState("connecting", `since=${since ?? "(live)"}`);
       if (this.name === "chunked") this.openChunked(token, path);
@@ -230,12 +312,15 @@
 
     opened(token) {
       if (!this.live(token)) return;
+      this.authRetried = false;
       this.setState("live");
       if (this.resume) this.maybeFinishResume();
     }
 
-    // The stream is over (dropped, goodbye, or end). Reconnect unless told not to.
-    finished(token, why, { stop = false, delay = null } = {}) {
+    // The stream is over (dropped, goodbye, or end). Reconnect unless told not to; with `refresh`
+    // (a 401, a token that expired, a connection refused before it opened) ask for a fresh token
+    // first.
+    finished(token, why, { stop = false, delay = null, refresh = false } = {}) {
       if (!this.live(token)) return;
       const h = this.handle;
       this.handle = null;
@@ -246,6 +331,12 @@
       }
       if (this.userClosed) return;
       let wait = delay;
+      const expired = this.goodbye?.reason === "token_expired";
+      if (expired) {
+        // Only the token ran out: back at once (after the server's hint), with a fresh one.
+        refresh = true;
+        if (wait === null) wait = Math.max(0, Number(this.goodbye.reconnect_ms) || 0);
+      }
       if (wait === null && this.goodbye) wait = Number(this.goodbye.reconnect_ms) || 1000;
       if (wait === null) {
         this.failures += 1;
@@ -253,7 +344,10 @@
       }
       this.setState("reconnecting", `in ${Math.round(wait)} ms (${why})`);
       const token2 = ++this.token;
-      this.timer = setTimeout(() => {
+      const used = this.usedToken;
+      this.timer = setTimeout(async () => {
+        if (!this.live(token2) || this.userClosed) return;
+        if (refresh) await refreshToken(used);
         if (this.live(token2) && !this.userClosed) this.connect();
       }, wait);
     }
@@ -376,7 +470,7 @@
           resp = await fetch(path, {
             signal: ctrl.signal,
             cache: "no-store",
-            headers: { Accept: "application/x-ndjson" },
+            headers: authHeaders({ Accept: "application/x-ndjson" }),
           });
         } catch (e) {
           if (this.live(token)) this.finished(token, `fetch failed: ${e.message}`);
@@ -386,6 +480,12 @@
         if (!resp.ok) {
           const body = await resp.text().catch(() => "");
           this.log({ kind: "ctl bad", text: `HTTP ${resp.status} ${short(body, 120)}` });
+          if (resp.status === 401 && !this.authRetried) {
+            // Once, at once, with a token from freshToken(); a second 401 stops the column.
+            this.authRetried = true;
+            this.finished(token, "HTTP 401: asking for a fresh token", { delay: 0, refresh: true });
+            return;
+          }
           this.finished(token, `HTTP ${resp.status}`, { stop: resp.status < 500 });
           return;
         }
@@ -415,7 +515,11 @@
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
       const ws = new WebSocket(`${scheme}//${location.host}${path}`);
       this.handle = ws;
-      ws.onopen = () => this.opened(token);
+      let wasOpen = false;
+      ws.onopen = () => {
+        wasOpen = true;
+        this.opened(token);
+      };
       ws.onmessage = (ev) => {
         if (!this.live(token)) return;
         if (typeof ev.data !== "string") {
@@ -432,7 +536,11 @@
         // 1000: complete (after "end"); 1009: frame too big; 4500-4999: do not reconnect.
         const stop = ev.code === 1000 || ev.code === 1009 || (ev.code >= 4500 && ev.code <= 4999);
         // 1011 (a source failed) and abnormal closes back off; goodbye codes use reconnect_ms.
-        this.finished(token, why, { stop });
+        // 4003: the token expired. A browser hides the status of a refused handshake (a 401
+        // looks like any failure): before retrying one, ask for a fresh token too.
+        const refresh = ev.code === 4003 || !wasOpen;
+        const delay = ev.code === 4003 && !this.goodbye ? 0 : null;
+        this.finished(token, why, { stop, refresh, delay });
       };
     }
 
@@ -459,9 +567,10 @@
         if (this.ended) return;
         // Dropped (CONNECTING) or refused (CLOSED). Either way: close, and come back with
         // since=<last id> ourselves, so the column counts and checks the resume.
+        // A refusal may be a 401 (EventSource hides the status): ask for a fresh token too.
         const refused = es.readyState === EventSource.CLOSED;
         es.close();
-        this.finished(token, refused ? "refused" : "stream dropped");
+        this.finished(token, refused ? "refused" : "stream dropped", { refresh: refused });
       };
     }
 
@@ -478,6 +587,7 @@
         try {
           const r = await fetch(`/topics/${enc(page.topic)}/messages?limit=1`, {
             cache: "no-store",
+            headers: authHeaders(),
           });
           const body = await r.json();
           resume.target = body.last_id ?? null;
@@ -506,7 +616,7 @@
         while (resume.target !== null && cmpId(cursor, resume.target) < 0) {
           const r = await fetch(
             `/topics/${enc(page.topic)}/messages?since=${enc(cursor)}&limit=1000`,
-            { cache: "no-store" },
+            { cache: "no-store", headers: authHeaders() },
           );
           if (!r.ok) throw new Error(`HTTP ${r.status}`);
           const body = await r.json();
@@ -711,11 +821,19 @@
     btn.disabled = true;
     try {
       const at = now();
-      const r = await fetch(`/topics/${enc(page.topic)}`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: text,
-      });
+      const post = () =>
+        fetch(`/topics/${enc(page.topic)}`, {
+          method: "POST",
+          headers: authHeaders({ "Content-Type": "application/json" }),
+          body: text,
+        });
+      const used = auth.token;
+      let r = await post();
+      if (r.status === 401) {
+        // The token ran out: once more with a fresh one.
+        await refreshToken(used);
+        if (auth.token !== used) r = await post();
+      }
       const body = await r.json().catch(() => ({}));
       if (r.status !== 201) {
         publishFailed(`publish failed: HTTP ${r.status} ${body.error ?? ""} ${body.message ?? ""}`);
@@ -736,7 +854,7 @@
 
   // ---- topics -------------------------------------------------------------------------------------
   async function fetchTopics() {
-    const r = await fetch("/topics", { cache: "no-store" });
+    const r = await fetch("/topics", { cache: "no-store", headers: authHeaders() });
     if (!r.ok) throw new Error(`GET /topics: HTTP ${r.status}`);
     const body = await r.json();
     page.serverTopics = Array.isArray(body.topics) ? body.topics : [];
@@ -824,6 +942,8 @@
   }
 
   async function main() {
+    takeTokenFromUrl();
+    await refreshToken(null); // the token to start with (none: a gateway without access control)
     for (const name of TRANSPORTS) {
       page.transports[name] = new Column(name, $(`[data-transport="${name}"]`));
     }
