@@ -22,6 +22,7 @@ from .context import CONTEXT, Context
 from .expiry import expire_topics_forever
 from .hub import Hub
 from .limits import ConnectionGate, Tally, accept_error_handler, max_connections
+from .responses import name_the_server
 from .settings import Settings
 from .sources import count, load_target, parse_spec, run_source, takes_skip, ticks
 from .transports.common import validate_topic
@@ -66,6 +67,9 @@ def build_app(settings: Settings) -> web.Application:
     app.add_routes(routes())
     app.cleanup_ctx.append(_background(ctx))
     app.on_shutdown.append(_say_goodbye)
+    # A signal, not a middleware: it runs once per response, and no frame of it
+    # stays alive for as long as a stream does.
+    app.on_response_prepare.append(name_the_server)
     STATIC_DIR.mkdir(exist_ok=True)
     return app
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import TIMEOUT, GatewayUnderTest
+from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway
 
 # -- publishing: JSON only ---------------------------------------------------------------------
 
@@ -97,3 +97,70 @@ async def test_a_refused_body_leaves_the_connection_usable(gateway: GatewayUnder
     finally:
         writer.close()
     assert await _history(gateway, "news") == []
+
+
+# -- Server: no version ------------------------------------------------------------------------
+
+
+async def _raw(port: int, request: bytes) -> bytes:
+    """Send raw bytes; the response head (and what came with it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(TIMEOUT):
+            return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+
+
+def _server_header(head: bytes) -> list[str]:
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return [
+        v.strip() for k, _, v in (line.partition(":") for line in lines) if k.lower() == "server"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /chunked/news HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"GET /sse/news HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"HEAD /chunked/news HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"GET /topics HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"GET /static/app.js HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"GET /static/nope.js HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"GET /chunked/nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"PUT /topics/news HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
+        (b"POST /topics/news HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 415),
+        (b"GET /ws/news HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # no handshake
+        (b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400),  # malformed
+        (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # too long
+        (
+            b"GET /ws/news HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            101,
+        ),
+    ],
+)
+async def test_every_answer_says_server_streamgate_without_a_version(
+    gateway: GatewayUnderTest, request_bytes: bytes, status: int
+) -> None:
+    head = await _raw(gateway.port, request_bytes)
+    assert head.split(b" ")[1] == str(status).encode(), head
+    assert _server_header(head) == ["streamgate"], head
+
+
+async def test_the_refusal_past_max_connections_names_no_version_either() -> None:
+    async with start_gateway(max_connections=1, topics=("news",)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            writer.write(b"GET /chunked/news HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            head = await _raw(gw.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 503 "), head
+    assert _server_header(head) == ["streamgate"], head
