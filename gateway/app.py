@@ -22,6 +22,7 @@ from .context import CONTEXT, Context
 from .expiry import expire_topics_forever
 from .hub import Hub
 from .limits import ConnectionGate, Tally, accept_error_handler, max_connections
+from .origins import ORIGINS, OriginPolicy
 from .responses import name_the_server
 from .settings import Settings
 from .sources import count, load_target, parse_spec, run_source, takes_skip, ticks
@@ -64,6 +65,7 @@ def build_app(settings: Settings) -> web.Application:
 
     app = web.Application()  # no middleware: see responses.json_errors
     app[CONTEXT] = ctx
+    app[ORIGINS] = OriginPolicy.from_settings(settings)
     app.add_routes(routes())
     app.cleanup_ctx.append(_background(ctx))
     app.on_shutdown.append(_say_goodbye)

@@ -6,10 +6,16 @@ real loopback sockets: publishing needs a JSON Content-Type, so no form and no
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
+import sys
 from typing import Any
 
+import orjson
 import pytest
+import websockets
 
+from gateway.settings import Settings, from_args, from_env
 from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway
 
 # -- publishing: JSON only ---------------------------------------------------------------------
@@ -164,3 +170,162 @@ async def test_the_refusal_past_max_connections_names_no_version_either() -> Non
             writer.close()
     assert head.startswith(b"HTTP/1.1 503 "), head
     assert _server_header(head) == ["streamgate"], head
+
+
+# -- WebSocket: the Origin rule ----------------------------------------------------------------
+
+EVIL = "https://evil.example"
+
+
+def _handshake(path: str, host: str, origin: str | None = None, *extra: str) -> bytes:
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *([f"Origin: {origin}"] if origin is not None else []),
+        *extra,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def _handshake_status(port: int, raw: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        async with asyncio.timeout(TIMEOUT):
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ")[1])
+            body = b""
+            if status != 101:
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+        return status, body
+    finally:
+        writer.close()
+
+
+async def test_a_websocket_from_a_foreign_origin_is_refused_before_the_upgrade(
+    gateway: GatewayUnderTest,
+) -> None:
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(f"{gateway.ws_url}/ws/news", origin=EVIL):
+            pass
+    response = info.value.response
+    assert response.status_code == 403
+    assert "Upgrade" not in response.headers
+    reply = orjson.loads(response.body)
+    assert reply["error"] == "forbidden_origin"
+    assert EVIL in reply["message"] and "--allowed-origins" in reply["message"]
+    # the raw handshake: 403 JSON, no upgrade, no stream; even for a topic that does not exist
+    for path in ("/ws/news", "/ws/nope", "/ws/count?n=abc"):
+        raw = _handshake(path, f"127.0.0.1:{gateway.port}", EVIL)
+        status, body = await _handshake_status(gateway.port, raw)
+        assert (status, orjson.loads(body)["error"]) == (403, "forbidden_origin"), path
+    assert not gateway.context.sessions
+    assert gateway.context.hub.subscriber_counts("news")["ws"] == 0
+
+
+async def test_websockets_without_origin_or_from_the_gateways_own_origin_are_accepted(
+    gateway: GatewayUnderTest,
+) -> None:
+    own = f"http://127.0.0.1:{gateway.port}"
+    for origin in (None, own):
+        async with websockets.connect(f"{gateway.ws_url}/ws/news", origin=origin) as ws:
+            await ws.send('{"type":"ping"}')
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["type"] == "pong"
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "extra", "status"),
+    [
+        ("localhost:{port}", "http://localhost:{port}", (), 101),
+        ("LocalHost:{port}", "http://localhost:{port}", (), 101),
+        ("gw.example", "http://gw.example", (), 101),
+        ("gw.example:80", "http://gw.example", (), 101),
+        # a proxy in front terminates TLS and says so; the page is https
+        ("gw.example", "https://gw.example", ("X-Forwarded-Proto: https",), 101),
+        ("gw.example", "https://gw.example", (), 403),
+        ("gw.example", "http://gw.example", ("X-Forwarded-Proto: https",), 403),
+        ("127.0.0.1:{port}", "http://127.0.0.1:1", (), 403),  # another port
+        ("127.0.0.1:{port}", "https://127.0.0.1:{port}", (), 403),  # another scheme
+        ("127.0.0.1:{port}", "http://127.0.0.1.evil.example:{port}", (), 403),
+        ("127.0.0.1:{port}", "null", (), 403),  # a sandboxed frame, a file: page
+    ],
+)
+async def test_the_gateways_own_origin_is_the_scheme_host_and_port_the_request_went_to(
+    gateway: GatewayUnderTest, host: str, origin: str, extra: tuple[str, ...], status: int
+) -> None:
+    port = gateway.port
+    raw = _handshake("/ws/news", host.format(port=port), origin.format(port=port), *extra)
+    assert (await _handshake_status(port, raw))[0] == status
+
+
+async def test_listed_origins_may_open_websockets_and_star_allows_any() -> None:
+    app = "https://app.example"
+    async with start_gateway(topics=("news",), allowed_origins=(app,)) as gw:
+        async with websockets.connect(f"{gw.ws_url}/ws/news", origin=app) as ws:
+            await ws.send('{"type":"ping"}')
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["type"] == "pong"
+        for other in (EVIL, "https://app.example.evil.example", "http://app.example"):
+            raw = _handshake("/ws/news", f"127.0.0.1:{gw.port}", other)
+            assert (await _handshake_status(gw.port, raw))[0] == 403, other
+    async with start_gateway(
+        topics=("news",), allowed_origins=("*",), cors_credentials=False
+    ) as gw:
+        raw = _handshake("/ws/news", f"127.0.0.1:{gw.port}", EVIL)
+        assert (await _handshake_status(gw.port, raw))[0] == 101
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_allowed_origins_and_cors_credentials_from_flags_and_environment() -> None:
+    assert (Settings().allowed_origins, Settings().cors_credentials) == ((), True)
+    env = {"STREAMGATE_ALLOWED_ORIGINS": "https://a.example, http://localhost:3000"}
+    assert from_env(env).allowed_origins == ("https://a.example", "http://localhost:3000")
+    s = from_args(
+        ["--allowed-origins", "https://b.example", "--allowed-origins", "http://[::1]:8080"], env
+    )
+    assert s.allowed_origins == ("https://b.example", "http://[::1]:8080")
+    for raw, value in (("false", False), ("0", False), ("No", False), ("true", True), ("on", True)):
+        assert from_env({"STREAMGATE_CORS_CREDENTIALS": raw}).cors_credentials is value
+        assert from_args(["--cors-credentials", raw], {}).cors_credentials is value
+    assert from_args(["--cors-credentials"], {"STREAMGATE_CORS_CREDENTIALS": "0"}).cors_credentials
+    s = from_args(["--allowed-origins", "*", "--cors-credentials", "false"], {})
+    assert (s.allowed_origins, s.cors_credentials) == (("*",), False)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"allowed_origins": ("https://App.example",)}, "did you mean 'https://app.example'"),
+        ({"allowed_origins": ("https://app.example/",)}, "did you mean 'https://app.example'"),
+        ({"allowed_origins": ("https://app.example:443",)}, "did you mean 'https://app.example'"),
+        ({"allowed_origins": ("http://app.example:80",)}, "did you mean 'http://app.example'"),
+        ({"allowed_origins": ("app.example",)}, "scheme://host"),
+        ({"allowed_origins": ("https://app.example/path",)}, "no path"),
+        ({"allowed_origins": ("null",)}, "never list 'null'"),
+        ({"allowed_origins": ("*",)}, "needs cors_credentials off"),
+        ({"allowed_origins": ("https://a.example", "*")}, "needs cors_credentials off"),
+    ],
+)
+def test_origins_that_would_never_match_are_refused_clearly(
+    values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings(**values)
+
+
+def test_a_bad_boolean_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="STREAMGATE_CORS_CREDENTIALS"):
+        from_env({"STREAMGATE_CORS_CREDENTIALS": "maybe"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--cors-credentials", "maybe"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "expected true or false" in proc.stderr, proc.stderr
