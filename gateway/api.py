@@ -22,6 +22,7 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .ids import format_id
+from .origins import preflight
 from .responses import error_response, json_errors, json_response
 from .transports.common import parse_limit, parse_since, validate_topic
 
@@ -267,6 +268,7 @@ def routes() -> list[web.AbstractRouteDef]:
     for path, methods in table.items():
         defs += [web.route(method, path, handler) for method, handler in methods]
         allowed = [m for m, _ in methods]
+        defs.append(web.route("OPTIONS", path, preflight(allowed)))  # CORS
         defs.append(web.route("*", path, method_not_allowed(allowed)))
     defs.append(web.route("*", "/{tail:.*}", not_found))
     return defs

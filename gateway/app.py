@@ -65,13 +65,15 @@ def build_app(settings: Settings) -> web.Application:
 
     app = web.Application()  # no middleware: see responses.json_errors
     app[CONTEXT] = ctx
-    app[ORIGINS] = OriginPolicy.from_settings(settings)
+    app[ORIGINS] = policy = OriginPolicy.from_settings(settings)
     app.add_routes(routes())
     app.cleanup_ctx.append(_background(ctx))
     app.on_shutdown.append(_say_goodbye)
     # A signal, not a middleware: it runs once per response, and no frame of it
     # stays alive for as long as a stream does.
     app.on_response_prepare.append(name_the_server)
+    if policy.cors:  # CORS headers for the listed origins; nothing to run otherwise
+        app.on_response_prepare.append(policy.on_prepare)
     STATIC_DIR.mkdir(exist_ok=True)
     return app
 

@@ -15,8 +15,9 @@ import orjson
 import pytest
 import websockets
 
+from gateway.responses import name_the_server
 from gateway.settings import Settings, from_args, from_env
-from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway
+from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway, wait_for
 
 # -- publishing: JSON only ---------------------------------------------------------------------
 
@@ -329,3 +330,148 @@ def test_a_bad_boolean_is_refused_clearly() -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "expected true or false" in proc.stderr, proc.stderr
+
+
+# -- CORS ----------------------------------------------------------------------------------------
+
+APP = "http://app.example:3000"
+ACAO = "Access-Control-Allow-Origin"
+ACAC = "Access-Control-Allow-Credentials"
+
+
+async def _options(
+    gw: GatewayUnderTest, path: str, origin: str | None, method: str | None, headers: str = ""
+) -> tuple[int, Any, bytes]:
+    sent = {}
+    if origin is not None:
+        sent["Origin"] = origin
+    if method is not None:
+        sent["Access-Control-Request-Method"] = method
+    if headers:
+        sent["Access-Control-Request-Headers"] = headers
+    async with gw.session.options(gw.url + path, headers=sent) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "request_headers", "methods"),
+    [
+        ("/topics/news", "POST", "content-type", "POST, DELETE"),
+        ("/topics/news", "DELETE", "authorization", "POST, DELETE"),
+        ("/topics/news/batch", "POST", "content-type,authorization", "POST"),
+        ("/topics/news/messages", "GET", "authorization", "GET"),
+        ("/topics", "GET", "authorization", "GET"),
+        ("/healthz", "GET", "authorization", "GET"),
+        ("/chunked/news", "GET", "authorization", "GET"),
+        ("/sse/news", "GET", "last-event-id", "GET"),
+        ("/ws/news", "GET", "authorization", "GET"),
+    ],
+)
+async def test_a_preflight_from_a_listed_origin_is_answered(
+    path: str, method: str, request_headers: str, methods: str
+) -> None:
+    async with start_gateway(topics=("news",), allowed_origins=(APP,)) as gw:
+        status, headers, body = await _options(gw, path, APP, method, request_headers)
+        assert (status, body) == (204, b"")
+        assert headers[ACAO] == APP
+        assert headers[ACAC] == "true"
+        assert headers["Access-Control-Allow-Methods"] == methods
+        allowed = {h.strip().lower() for h in headers["Access-Control-Allow-Headers"].split(",")}
+        assert {h.strip() for h in request_headers.split(",")} <= allowed
+        assert allowed == {"authorization", "content-type", "last-event-id"}
+        assert int(headers["Access-Control-Max-Age"]) > 0
+        assert "Origin" in headers["Vary"]
+        assert headers["Server"] == "streamgate"
+        # and the unlisted: 403 JSON, no CORS header
+        status, headers, body = await _options(gw, path, EVIL, method, request_headers)
+        assert (status, orjson.loads(body)["error"]) == (403, "forbidden_origin")
+        assert ACAO not in headers and ACAC not in headers
+        assert "Access-Control-Allow-Methods" not in headers
+
+
+async def test_without_listed_origins_there_is_no_cors_at_all(gateway: GatewayUnderTest) -> None:
+    own = gateway.url
+    for origin in (EVIL, own):
+        status, headers, body = await _options(gateway, "/topics/news", origin, "POST")
+        assert (status, orjson.loads(body)["error"]) == (403, "forbidden_origin")  # was 405
+    async with gateway.session.get(f"{gateway.url}/topics", headers={"Origin": EVIL}) as resp:
+        assert resp.status == 200
+        assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
+        assert "Vary" not in resp.headers
+    # a plain OPTIONS says what the route takes
+    status, headers, _ = await _options(gateway, "/topics/news", None, None)
+    assert (status, headers["Allow"]) == (204, "POST, DELETE, OPTIONS")
+    assert gateway.running.app.on_response_prepare == [name_the_server]  # nothing else runs
+
+
+async def test_answers_to_a_listed_origin_carry_cors_headers_and_others_none() -> None:
+    async with start_gateway(topics=("news",), allowed_origins=(APP, "https://b.example")) as gw:
+        msg_id = await gw.publish("news", {"x": 1})
+        requests: list[tuple[str, str, dict[str, str]]] = [
+            ("GET", "/topics", {}),
+            ("GET", "/topics/news/messages", {}),
+            ("GET", "/healthz", {}),
+            ("GET", "/chunked/news?limit=1&since=0-0", {}),
+            ("GET", "/chunked/news?format=json&limit=1&since=0-0", {}),
+            ("GET", "/sse/news?limit=1&since=0-0", {}),
+            ("GET", "/sse/count?n=1", {"Last-Event-ID": "0-1"}),  # 204: stop for good
+            ("GET", "/chunked/nope", {}),  # 404
+            ("POST", "/topics/news", {"Content-Type": "text/plain"}),  # 415
+            ("POST", "/topics/news", {"Content-Type": "application/json"}),
+        ]
+        for method, path, extra in requests:
+            for origin, listed in ((APP, True), ("https://b.example", True), (EVIL, False)):
+                async with gw.session.request(
+                    method, gw.url + path, headers={"Origin": origin, **extra}, data=b"2"
+                ) as resp:
+                    await resp.read()
+                    assert "Origin" in resp.headers.getall("Vary", [""])[0], path
+                    if listed:
+                        assert resp.headers[ACAO] == origin, (path, origin)
+                        assert resp.headers[ACAC] == "true"
+                        assert "Retry-After" in resp.headers["Access-Control-Expose-Headers"]
+                    else:
+                        assert ACAO not in resp.headers and ACAC not in resp.headers, path
+            async with gw.session.request(method, gw.url + path, headers=extra, data=b"2") as resp:
+                await resp.read()
+                assert ACAO not in resp.headers and "Origin" in resp.headers["Vary"], path
+        assert msg_id
+
+
+async def test_credentials_off_and_any_origin() -> None:
+    async with start_gateway(
+        topics=("news",), allowed_origins=(APP,), cors_credentials=False
+    ) as gw:
+        async with gw.session.get(f"{gw.url}/topics", headers={"Origin": APP}) as resp:
+            assert resp.headers[ACAO] == APP and ACAC not in resp.headers
+        status, headers, _ = await _options(gw, "/topics/news", APP, "POST", "content-type")
+        assert status == 204 and ACAC not in headers
+    async with start_gateway(
+        topics=("news",), allowed_origins=("*",), cors_credentials=False
+    ) as gw:
+        for origin in (APP, EVIL):
+            async with gw.session.get(f"{gw.url}/topics", headers={"Origin": origin}) as resp:
+                assert resp.headers[ACAO] == origin and ACAC not in resp.headers
+            status, headers, _ = await _options(gw, "/topics/news", origin, "POST")
+            assert (status, headers[ACAO]) == (204, origin)
+
+
+@pytest.mark.parametrize("transport", ["chunked", "sse", "ws"])
+async def test_an_idle_stream_keeps_nothing_of_cors(transport: str) -> None:
+    """The CORS headers go out with the stream's headers and are dropped with them; the
+    stream holds no more objects than one without an Origin, or on a gateway with no CORS."""
+    async with start_gateway(topics=("news",), allowed_origins=(APP,)) as gw:
+        if transport == "ws":
+            async with websockets.connect(f"{gw.ws_url}/ws/news", origin=APP) as ws:
+                assert ws.response.headers[ACAO] == APP
+                await wait_for(lambda: len(gw.context.sessions) == 1)
+                (sink,) = gw.context.sessions
+                assert not sink.response.headers
+        else:
+            async with gw.session.get(
+                f"{gw.url}/{transport}/news", headers={"Origin": APP}
+            ) as resp:
+                assert resp.headers[ACAO] == APP
+                await wait_for(lambda: len(gw.context.sessions) == 1)
+                (sink,) = gw.context.sessions
+                assert not sink.response.headers  # sent, then released
