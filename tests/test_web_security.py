@@ -6,6 +6,7 @@ real loopback sockets: publishing needs a JSON Content-Type, so no form and no
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import subprocess
 import sys
@@ -15,9 +16,10 @@ import orjson
 import pytest
 import websockets
 
+from gateway.app import warn_if_open
 from gateway.responses import name_the_server
 from gateway.settings import Settings, from_args, from_env
-from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway, wait_for
+from tests.helpers import TIMEOUT, GatewayUnderTest, spawn_gateway, start_gateway, wait_for
 
 # -- publishing: JSON only ---------------------------------------------------------------------
 
@@ -475,3 +477,38 @@ async def test_an_idle_stream_keeps_nothing_of_cors(transport: str) -> None:
                 await wait_for(lambda: len(gw.context.sessions) == 1)
                 (sink,) = gw.context.sessions
                 assert not sink.response.headers  # sent, then released
+
+
+# -- the start-up warning ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "where"),
+    [
+        ("0.0.0.0", "0.0.0.0:8080, every interface"),
+        ("::", "[::]:8080, every interface"),
+        ("127.0.0.1", "127.0.0.1:8080, this machine only"),
+        ("::1", "[::1]:8080, this machine only"),
+        ("localhost", "localhost:8080, this machine only"),
+        ("192.0.2.10", "192.0.2.10:8080 ("),
+    ],
+)
+def test_an_open_gateway_says_so_in_one_warning(
+    caplog: pytest.LogCaptureFixture, host: str, where: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    assert warn_if_open(Settings(host=host)) is True
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    text = record.getMessage()
+    assert "anyone who can reach the gateway may publish" in text and "read" in text
+    assert f"listens on {where}" in text
+    assert "--host 127.0.0.1" in text
+
+
+async def test_serve_logs_the_warning_once() -> None:
+    async with spawn_gateway() as gw:
+        pass
+    lines = [line for line in gw.stderr.decode().splitlines() if "no access control" in line]
+    assert len(lines) == 1 and "WARNING" in lines[0], gw.stderr
+    assert f"127.0.0.1:{gw.port}, this machine only" in lines[0]
