@@ -1,6 +1,10 @@
 """What a web page on another origin can make a browser do to the gateway, over
-real loopback sockets: publishing needs a JSON Content-Type, so no form and no
-``no-cors`` fetch can publish.
+real loopback sockets: publishing needs a JSON Content-Type (no form and no
+``no-cors`` fetch can publish), WebSocket handshakes from foreign origins are
+refused before the upgrade, CORS answers only listed origins, no answer names
+a version in ``Server:``, and an open gateway says so when it starts.
+
+The same rules in a real browser: tests/test_cross_origin_page.py.
 """
 
 from __future__ import annotations
