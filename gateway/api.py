@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from . import jsonvalue
 from .context import CONTEXT
@@ -19,8 +19,10 @@ from .errors import (
     PayloadTooLarge,
     RequestTimeout,
     StreamgateError,
+    UnsupportedMediaType,
 )
 from .ids import format_id
+from .origins import preflight
 from .responses import error_response, json_errors, json_response
 from .transports.common import parse_limit, parse_since, validate_topic
 
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 MESSAGES_LIMIT = 1000
 BATCH_MAX_ITEMS = 10_000
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -69,6 +73,29 @@ def parse_json(body: bytes) -> object:
     return jsonvalue.loads(body)
 
 
+def require_media_type(request: web.Request, accepted: tuple[str, ...], hint: str) -> str:
+    """The body's media type (parameters such as ``charset`` aside) when it is
+    one of ``accepted``; 415 ``unsupported_media_type`` otherwise, before the
+    body is read.
+
+    The body is parsed as JSON whatever its label, so without this check any web
+    page could publish through its visitors' browsers: a form or a ``no-cors``
+    fetch may send ``text/plain`` or a form encoding to another origin without
+    asking it first. ``application/json`` from another origin needs a CORS
+    preflight, which only the origins listed in ``--allowed-origins`` pass.
+    """
+    raw = request.headers.get(hdrs.CONTENT_TYPE)
+    if raw is not None:
+        media = request.content_type
+        if media in accepted:
+            return media
+        shown = raw if len(raw) <= 100 else raw[:100] + "…"
+        what = f"Content-Type {shown!r} is not accepted here"
+    else:
+        what = "the request has no Content-Type"
+    raise UnsupportedMediaType(f"{what}: {hint}")
+
+
 def _publish_target(request: web.Request) -> str:
     ctx = request.app[CONTEXT]
     topic = validate_topic(request.match_info["topic"])
@@ -82,6 +109,7 @@ async def publish(request: web.Request) -> web.Response:
     """``POST /topics/{topic}``: the body (any JSON value) becomes the message data."""
     ctx = request.app[CONTEXT]
     topic = _publish_target(request)
+    require_media_type(request, (JSON,), f"send the data as JSON with Content-Type: {JSON}")
     value = parse_json(await read_body(request, ctx.settings.max_message_bytes))
     (message,) = await ctx.broker.publish(topic, [jsonvalue.dumps(value)])
     return json_response({"id": message.id, "topic": topic}, status=201)
@@ -92,10 +120,15 @@ async def publish_batch(request: web.Request) -> web.Response:
     """``POST /topics/{topic}/batch``: a JSON array, or NDJSON, of message data."""
     ctx = request.app[CONTEXT]
     topic = _publish_target(request)
+    media = require_media_type(
+        request,
+        (JSON, NDJSON),
+        f"send a JSON array with Content-Type: {JSON}, or NDJSON lines with Content-Type: {NDJSON}",
+    )
     limit = ctx.settings.max_message_bytes
     body = await read_body(request, limit * 16)
     items: list[object]
-    if request.content_type == "application/x-ndjson":
+    if media == NDJSON:
         items = jsonvalue.loads_lines(body)
     else:
         value = parse_json(body)
@@ -234,6 +267,7 @@ def routes() -> list[web.AbstractRouteDef]:
     for path, methods in table.items():
         defs += [web.route(method, path, handler) for method, handler in methods]
         allowed = [m for m, _ in methods]
+        defs.append(web.route("OPTIONS", path, preflight(allowed)))  # CORS
         defs.append(web.route("*", path, method_not_allowed(allowed)))
     defs.append(web.route("*", "/{tail:.*}", not_found))
     return defs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import resource
 import signal
@@ -22,12 +23,14 @@ from .context import CONTEXT, Context
 from .expiry import expire_topics_forever
 from .hub import Hub
 from .limits import ConnectionGate, Tally, accept_error_handler, max_connections
+from .origins import ORIGINS, OriginPolicy
+from .responses import name_the_server
 from .settings import Settings
 from .sources import count, load_target, parse_spec, run_source, takes_skip, ticks
 from .transports.common import validate_topic
 from .transports.stream import reset_connection
 
-__all__ = ["Running", "build_app", "raise_open_files_limit", "running", "serve"]
+__all__ = ["Running", "build_app", "raise_open_files_limit", "running", "serve", "warn_if_open"]
 
 log = logging.getLogger("gateway")
 
@@ -64,9 +67,15 @@ def build_app(settings: Settings) -> web.Application:
 
     app = web.Application()  # no middleware: see responses.json_errors
     app[CONTEXT] = ctx
+    app[ORIGINS] = policy = OriginPolicy.from_settings(settings)
     app.add_routes(routes())
     app.cleanup_ctx.append(_background(ctx))
     app.on_shutdown.append(_say_goodbye)
+    # A signal, not a middleware: it runs once per response, and no frame of it
+    # stays alive for as long as a stream does.
+    app.on_response_prepare.append(name_the_server)
+    if policy.cors:  # CORS headers for the listed origins; nothing to run otherwise
+        app.on_response_prepare.append(policy.on_prepare)
     STATIC_DIR.mkdir(exist_ok=True)
     return app
 
@@ -218,6 +227,33 @@ def raise_open_files_limit() -> tuple[int, int]:
     return soft, soft
 
 
+def warn_if_open(settings: Settings, port: int | None = None) -> bool:
+    """At start-up: one WARNING line when no access control is configured, saying
+    who may do what and where the gateway listens. Returns whether it warned.
+
+    There is no access control yet (tokens come with ``--auth-key`` /
+    ``--auth-url``), so it always warns; once there is, return False here when
+    it is configured.
+    """
+    port = settings.port if port is None else port
+    host = settings.host or "0.0.0.0"
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if host in ("0.0.0.0", "::"):
+        where += ", every interface: other machines reach it too"
+    else:
+        try:
+            local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = False
+        where += ", this machine only" if local else ""
+    log.warning(
+        "no access control: anyone who can reach the gateway may publish, delete topics and "
+        "read every topic; it listens on %s (--host 127.0.0.1 keeps it to this machine)",
+        where,
+    )
+    return True
+
+
 async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down within the grace period."""
     before, after = raise_open_files_limit()
@@ -238,6 +274,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = 
             gw.port,
             type(loop).__module__.partition(".")[0],
         )
+        warn_if_open(settings, gw.port)
         if on_ready is not None:
             on_ready(gw.port)
         await stop.wait()

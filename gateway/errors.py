@@ -13,6 +13,7 @@ __all__ = [
     "RequestTimeout",
     "StreamgateError",
     "Unavailable",
+    "UnsupportedMediaType",
 ]
 
 
@@ -59,6 +60,14 @@ class Conflict(StreamgateError):
 class PayloadTooLarge(StreamgateError):
     status = 413
     code = "too_large"
+
+
+class UnsupportedMediaType(StreamgateError):
+    """A publish body that is not declared JSON (or NDJSON): what a browser may
+    send to another origin without asking first (a form, ``no-cors`` fetch)."""
+
+    status = 415
+    code = "unsupported_media_type"
 
 
 class Unavailable(StreamgateError):

@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from . import aiohttp_compat
+from .responses import SERVER
 
 __all__ = [
     "FD_RESERVE",
@@ -164,6 +165,7 @@ def _refusal_response(limit: int) -> bytes:
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Retry-After: 1\r\n"
+        f"Server: {SERVER}\r\n"
         "Connection: close\r\n\r\n"
     )
     return head.encode() + body
@@ -180,10 +182,12 @@ def _json_error_hook(malformed: Tally) -> aiohttp_compat.ErrorHook:
             text = (message or (str(exc) if exc else "") or HTTPStatus(status).phrase).strip()
             malformed.add(f"{request.remote}: {text[:200]}")
             code = "bad_request"
+        # Answered outside the routes: no on_response_prepare signal runs for it.
         return web.Response(
             body=json_error_bytes(status, code, text[:500]),
             status=status,
             content_type="application/json",
+            headers={"Server": SERVER},
         )
 
     return hook

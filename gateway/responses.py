@@ -6,13 +6,23 @@ import functools
 from collections.abc import Awaitable, Callable
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .errors import StreamgateError
 
-__all__ = ["error_response", "json_errors", "json_response"]
+__all__ = ["SERVER", "error_response", "json_errors", "json_response", "name_the_server"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SERVER = "streamgate"
+"""The ``Server:`` header of every answer: no version (aiohttp's default names
+its own and Python's) for a scanner to match against known flaws."""
+
+
+async def name_the_server(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: once per response, as its headers go out (a
+    stream releases them right after)."""
+    response.headers[hdrs.SERVER] = SERVER
 
 
 def json_response(obj: object, status: int = 200) -> web.Response:

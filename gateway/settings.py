@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +157,23 @@ class Settings:
         1000, "reconnection delay hint for clients, in milliseconds (SSE retry:)", group="delivery"
     )
 
+    # -- browsers: origins and CORS
+    allowed_origins: tuple[str, ...] = _opt(
+        (),
+        "origin of a web app whose pages may use the gateway (scheme://host[:port], as a "
+        "browser sends it: https://app.example): its WebSocket handshakes are accepted and "
+        "the JSON API and the streams answer it with CORS headers; '*' for any origin, only "
+        "with --cors-credentials false (repeatable; env: comma-separated)",
+        group="browsers",
+    )
+    cors_credentials: bool = _opt(
+        True,
+        "let the listed origins' pages send credentials (cookies, HTTP authentication: "
+        "EventSource withCredentials, fetch credentials 'include'), with "
+        "Access-Control-Allow-Credentials: true; false refuses them (and allows '*')",
+        group="browsers",
+    )
+
     # -- lifecycle
     grace: float = _opt(
         5.0, "shutdown grace period in seconds: streams get a goodbye, then exit", group="lifecycle"
@@ -213,6 +231,40 @@ class Settings:
             name, sep, target = spec.partition("=")
             if not sep or not name or ":" not in target:
                 raise ValueError(f"expected NAME=module:function, got {spec!r}")
+        for origin in self.allowed_origins:
+            _check_origin(origin)
+        if "*" in self.allowed_origins and self.cors_credentials:
+            raise ValueError(
+                "allowed_origins '*' needs cors_credentials off (browsers refuse credentials "
+                "from a wildcard): list the origins, or set --cors-credentials false"
+            )
+
+
+_ORIGIN_RE = re.compile(r"[a-z][a-z0-9+.-]*://(?:\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::[0-9]{1,5})?")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _check_origin(origin: str) -> None:
+    """An origin as browsers write it in ``Origin:``: lower case, no path, no
+    default port; anything else would never match, so it is refused here."""
+    if origin == "*":
+        return
+    if origin == "null":
+        raise ValueError(
+            "allowed_origins: never list 'null': every sandboxed frame and file: page sends it"
+        )
+    default = _DEFAULT_PORTS.get(origin.partition("://")[0])
+    if _ORIGIN_RE.fullmatch(origin) and not (default and origin.endswith(default)):
+        return
+    guess = origin.strip().lower().rstrip("/")
+    default = _DEFAULT_PORTS.get(guess.partition("://")[0])
+    if default and guess.endswith(default):
+        guess = guess[: -len(default)]
+    hint = f" (did you mean {guess!r}?)" if _ORIGIN_RE.fullmatch(guess) else ""
+    raise ValueError(
+        f"allowed_origins: {origin!r} is not an origin as a browser sends it: "
+        f"scheme://host[:port] in lower case, no path, no default port{hint}"
+    )
 
 
 def _fields() -> list[dataclasses.Field[Any]]:
@@ -232,9 +284,22 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
             return float(raw)
         if kind.startswith("tuple"):
             return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if kind == "bool":
+            return _bool(raw)
     except ValueError:
         raise ValueError(f"{_env_name(f.name)}: cannot read {raw!r} as {kind}") from None
     return raw
+
+
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLS.update({"0": False, "false": False, "no": False, "off": False})
+
+
+def _bool(raw: str) -> bool:
+    value = _BOOLS.get(raw.strip().lower())
+    if value is None:
+        raise ValueError(f"expected true or false, got {raw!r}")
+    return value
 
 
 def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -260,12 +325,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
         env = _env_name(f.name)
         help_text = f"{f.metadata['help']} [env {env}; default {f.default!r}]"
-        if f.name in ("sources", "streams", "topics"):
-            group.add_argument(flag, dest=f.name, action="append", metavar="SPEC", help=help_text)
+        kind = f.type if isinstance(f.type, str) else str(f.type)
+        if kind.startswith("tuple"):
+            metavar = "ORIGIN" if f.name == "allowed_origins" else "SPEC"
+            group.add_argument(flag, dest=f.name, action="append", metavar=metavar, help=help_text)
+        elif kind == "bool":  # --flag alone is true; --flag false
+            group.add_argument(
+                flag,
+                dest=f.name,
+                type=_bool_arg,
+                nargs="?",
+                const=True,
+                default=None,
+                metavar="BOOL",
+                help=help_text,
+            )
         else:
-            kind = f.type if isinstance(f.type, str) else str(f.type)
             conv = {"int": int, "float": float}.get(kind, str)
             group.add_argument(flag, dest=f.name, type=conv, default=None, help=help_text)
+
+
+def _bool_arg(raw: str) -> bool:
+    try:
+        return _bool(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def from_args(

@@ -23,6 +23,7 @@ from gateway.context import Context
 from gateway.settings import Settings
 
 __all__ = [
+    "JSON_HEADERS",
     "TIMEOUT",
     "GatewayProcess",
     "GatewayUnderTest",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 TIMEOUT = 10.0 * float(os.environ.get("STREAMGATE_TEST_TIMEOUT_SCALE", "1"))
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+"""What a publish must declare (anything else is 415)."""
 
 
 class GatewayUnderTest:
@@ -59,7 +63,7 @@ class GatewayUnderTest:
         async with self.session.post(
             f"{self.url}/topics/{topic}",
             data=orjson.dumps(data),
-            headers={"Content-Type": "application/json"},
+            headers=JSON_HEADERS,
         ) as resp:
             body = await resp.json()
             assert resp.status == 201, body

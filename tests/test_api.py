@@ -5,12 +5,14 @@ from __future__ import annotations
 import orjson
 
 from gateway.ids import parse_id
-from tests.helpers import GatewayUnderTest
+from tests.helpers import JSON_HEADERS, GatewayUnderTest
 from tests.wire import read_until
 
 
 async def test_publish_returns_201_and_increasing_ids(gateway: GatewayUnderTest) -> None:
-    async with gateway.session.post(f"{gateway.url}/topics/fresh", data=b'{"a": [1, 2]}') as r:
+    async with gateway.session.post(
+        f"{gateway.url}/topics/fresh", data=b'{"a": [1, 2]}', headers=JSON_HEADERS
+    ) as r:
         assert r.status == 201
         body = await r.json()
     assert body["topic"] == "fresh"
@@ -67,9 +69,10 @@ async def test_batch_publish_json_array_and_ndjson(gateway: GatewayUnderTest) ->
         doc = await r.json()
     assert [m["id"] for m in doc["messages"]] == ids
     assert [m["data"]["i"] for m in doc["messages"]] == list(range(7))
-    async with gateway.session.post(f"{gateway.url}/topics/news/batch", data=b'{"a":1}') as r:
+    batch = f"{gateway.url}/topics/news/batch"
+    async with gateway.session.post(batch, data=b'{"a":1}', headers=JSON_HEADERS) as r:
         assert r.status == 400 and (await r.json())["error"] == "bad_json"
-    async with gateway.session.post(f"{gateway.url}/topics/news/batch", data=b"[]") as r:
+    async with gateway.session.post(batch, data=b"[]", headers=JSON_HEADERS) as r:
         assert r.status == 400
 
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import websockets
 
-from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway, wait_for
+from tests.helpers import JSON_HEADERS, TIMEOUT, GatewayUnderTest, start_gateway, wait_for
 from tests.wire import read_until
 
 
@@ -123,13 +123,17 @@ async def test_bad_query_values(gw: GatewayUnderTest, query: str, code: str) -> 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"not json", b"\xff\xfe", b"[1,]", b"NaN"])
 async def test_publish_body_not_json_is_400(gw: GatewayUnderTest, body: bytes) -> None:
-    status, reply = await get_json(gw.session, "POST", f"{gw.url}/topics/news", data=body)
+    status, reply = await get_json(
+        gw.session, "POST", f"{gw.url}/topics/news", data=body, headers=JSON_HEADERS
+    )
     assert (status, reply["error"]) == (400, "bad_json")
 
 
 async def test_publish_too_large_is_413_with_and_without_length(gw: GatewayUnderTest) -> None:
     big = b'"' + b"x" * 2000 + b'"'
-    status, reply = await get_json(gw.session, "POST", f"{gw.url}/topics/news", data=big)
+    status, reply = await get_json(
+        gw.session, "POST", f"{gw.url}/topics/news", data=big, headers=JSON_HEADERS
+    )
     assert (status, reply["error"]) == (413, "too_large")
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked upload
@@ -137,7 +141,9 @@ async def test_publish_too_large_is_413_with_and_without_length(gw: GatewayUnder
             yield b" " * 200
         yield b"1"
 
-    status, reply = await get_json(gw.session, "POST", f"{gw.url}/topics/news", data=chunks())
+    status, reply = await get_json(
+        gw.session, "POST", f"{gw.url}/topics/news", data=chunks(), headers=JSON_HEADERS
+    )
     assert (status, reply["error"]) == (413, "too_large")
     async with gw.session.get(f"{gw.url}/topics/news/messages") as resp:
         assert (await resp.json())["messages"] == []  # nothing was published
@@ -196,7 +202,9 @@ async def test_ws_oversized_frame_closes_1009_and_others_carry_on(gw: GatewayUnd
 
 
 async def test_publish_to_a_stream_name_is_409(gw: GatewayUnderTest) -> None:
-    status, body = await get_json(gw.session, "POST", f"{gw.url}/topics/count", data=b"1")
+    status, body = await get_json(
+        gw.session, "POST", f"{gw.url}/topics/count", data=b"1", headers=JSON_HEADERS
+    )
     assert (status, body["error"]) == (409, "not_a_topic")
 
 
@@ -204,7 +212,9 @@ async def test_topic_limit_is_409() -> None:
     async with start_gateway(max_topics=2) as gw:
         for name in ("a", "b"):
             await gw.publish(name, 1)
-        status, body = await get_json(gw.session, "POST", f"{gw.url}/topics/c", data=b"1")
+        status, body = await get_json(
+            gw.session, "POST", f"{gw.url}/topics/c", data=b"1", headers=JSON_HEADERS
+        )
         assert (status, body["error"]) == (409, "too_many_topics")
 
 

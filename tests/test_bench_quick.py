@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from bench import report, run
 from bench.baseline import build_app
 from bench.common import PATTERN
-from tests.helpers import TIMEOUT, start_gateway
+from tests.helpers import JSON_HEADERS, TIMEOUT, start_gateway
 
 KEYS = ["id", "topic", "ts", "data"]
 
@@ -27,7 +27,9 @@ async def _first_line(session: aiohttp.ClientSession, url: str, publish: str) ->
     async with session.get(url) as resp:
         assert resp.status == 200
         # Publish once the stream is open, until the first message arrives.
-        async with session.post(publish, data=b'{"t0":1763708400123.456}') as posted:
+        async with session.post(
+            publish, data=b'{"t0":1763708400123.456}', headers=JSON_HEADERS
+        ) as posted:
             assert posted.status == 201
         return await asyncio.wait_for(resp.content.readline(), TIMEOUT)
 
@@ -63,7 +65,9 @@ async def test_baseline_sse_and_ws_frames() -> None:
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"{url}/ws/bench") as ws:
                 await asyncio.sleep(0.05)  # subscribed once the handler runs
-                async with session.post(f"{url}/topics/bench/batch", data=b'[{"t0":1.5}]') as r:
+                async with session.post(
+                    f"{url}/topics/bench/batch", data=b'[{"t0":1.5}]', headers=JSON_HEADERS
+                ) as r:
                     assert r.status == 201
                     assert len((await r.json())["ids"]) == 1
                 text = await asyncio.wait_for(ws.receive_str(), TIMEOUT)
@@ -151,7 +155,9 @@ async def test_c_latency_subscribers_time_every_delivery(transport: str) -> None
             for _ in range(10):
                 t0 = time.time() * 1000.0
                 body = b'{"t0":%.3f}' % t0
-                async with gw.session.post(f"{gw.url}/topics/bench", data=body) as posted:
+                async with gw.session.post(
+                    f"{gw.url}/topics/bench", data=body, headers=JSON_HEADERS
+                ) as posted:
                     assert posted.status == 201
             await asyncio.sleep(0.3)
             results = await asyncio.to_thread(subs.latency_results)

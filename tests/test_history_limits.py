@@ -18,6 +18,7 @@ import pytest
 from gateway.broker.memory import MESSAGE_OVERHEAD, MemoryBroker
 from gateway.settings import HISTORY_ENTRY_SLACK
 from tests.helpers import (
+    JSON_HEADERS,
     TIMEOUT,
     GatewayUnderTest,
     poll_until,
@@ -277,11 +278,11 @@ async def test_an_idle_topic_expires_and_frees_its_slot_but_a_declared_one_stays
     async with start_gateway(topic_ttl=0.2, max_topics=3, topics=("declared",)) as gw:
         await gw.publish("a", 1)
         await gw.publish("b", 2)
-        async with gw.session.post(f"{gw.url}/topics/c", data=b"3") as r:
+        async with gw.session.post(f"{gw.url}/topics/c", data=b"3", headers=JSON_HEADERS) as r:
             assert (r.status, (await r.json())["error"]) == (409, "too_many_topics")
 
         async def c_accepted() -> bool:
-            async with gw.session.post(f"{gw.url}/topics/c", data=b"3") as r:
+            async with gw.session.post(f"{gw.url}/topics/c", data=b"3", headers=JSON_HEADERS) as r:
                 assert r.status in (201, 409)
                 return r.status == 201
 

@@ -18,7 +18,14 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.helpers import TIMEOUT, GatewayUnderTest, poll_until, start_gateway, wait_for
+from tests.helpers import (
+    JSON_HEADERS,
+    TIMEOUT,
+    GatewayUnderTest,
+    poll_until,
+    start_gateway,
+    wait_for,
+)
 from tests.wire import read_until
 
 pytestmark = pytest.mark.skipif(
@@ -188,7 +195,9 @@ async def test_redis_going_away_is_a_503_json_error_not_a_crash() -> None:
             await gw.publish("news", 1)
             proc.terminate()
             await asyncio.to_thread(proc.wait, TIMEOUT)
-            async with gw.session.post(f"{gw.url}/topics/news", data=b"2") as r:
+            async with gw.session.post(
+                f"{gw.url}/topics/news", data=b"2", headers=JSON_HEADERS
+            ) as r:
                 assert r.status == 503
                 assert (await r.json())["error"] == "broker_unavailable"
             async with gw.session.get(f"{gw.url}/healthz") as r:
@@ -205,7 +214,7 @@ async def _exists(gw: GatewayUnderTest, topic: str) -> bool:
 
 
 async def _publish_status(gw: GatewayUnderTest, topic: str) -> int:
-    async with gw.session.post(f"{gw.url}/topics/{topic}", data=b"1") as r:
+    async with gw.session.post(f"{gw.url}/topics/{topic}", data=b"1", headers=JSON_HEADERS) as r:
         return r.status
 
 
@@ -323,7 +332,9 @@ async def test_redis_maxmemory_bounds_history_a_full_redis_is_a_503_and_delete_r
             body = b'"' + b"x" * 60_000 + b'"'
             statuses = []
             for _ in range(400):  # 24 MB: far past 4 MB
-                async with gw.session.post(f"{gw.url}/topics/big", data=body) as resp:
+                async with gw.session.post(
+                    f"{gw.url}/topics/big", data=body, headers=JSON_HEADERS
+                ) as resp:
                     statuses.append(resp.status)
                     if resp.status != 201:
                         assert (await resp.json())["error"] == "broker_unavailable"

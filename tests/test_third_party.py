@@ -35,7 +35,13 @@ async def curl(*args: str) -> tuple[int, bytes]:
 
 
 async def test_curl_publish_and_read_ndjson(gateway: GatewayUnderTest) -> None:
-    _, out = await curl("-d", '{"hello": "world"}', f"{gateway.url}/topics/news")
+    _, out = await curl(
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        '{"hello": "world"}',
+        f"{gateway.url}/topics/news",
+    )
     published = orjson.loads(out)
     _, out = await curl("-N", f"{gateway.url}/chunked/news?since=0-0&limit=1")
     lines = out.decode().splitlines()

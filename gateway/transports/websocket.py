@@ -19,6 +19,7 @@ from .. import aiohttp_compat, errors, jsonvalue
 from ..context import CONTEXT, Context
 from ..errors import BadRequest, Disconnect, StreamgateError
 from ..framing import WS_PING, WS_PONG_OPCODE, Format, control_json, ws_frame
+from ..origins import ORIGINS
 from ..responses import error_response
 from .common import OpenStream, StreamRequest, begin, open_stream, parse_stream_request
 from .stream import Stream
@@ -238,7 +239,9 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         compress=False,  # streams are never compressed (and frames are shared)
         max_msg_size=settings.max_message_bytes + FRAME_OVERHEAD,
     )
-    try:  # 400/404 JSON before the upgrade
+    try:  # 403/400/404 JSON before the upgrade
+        # Browsers open a WebSocket to any origin: refuse pages of foreign ones.
+        request.app[ORIGINS].check_websocket(request)
         req = await parse_stream_request(request, ctx)
         if request.version < HttpVersion11:
             raise BadRequest("a WebSocket handshake needs HTTP/1.1 (RFC 6455 section 4.1)")
