@@ -145,7 +145,7 @@ def _server_header(head: bytes) -> list[str]:
         (b"GET /static/app.js HTTP/1.1\r\nHost: x\r\n\r\n", 200),
         (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404),
         (b"GET /static/nope.js HTTP/1.1\r\nHost: x\r\n\r\n", 404),
-        (b"GET /chunked/nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"GET /topics/nope/messages HTTP/1.1\r\nHost: x\r\n\r\n", 404),
         (b"PUT /topics/news HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
         (b"POST /topics/news HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 415),
         (b"GET /ws/news HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # no handshake
@@ -421,7 +421,7 @@ async def test_answers_to_a_listed_origin_carry_cors_headers_and_others_none() -
             ("GET", "/chunked/news?format=json&limit=1&since=0-0", {}),
             ("GET", "/sse/news?limit=1&since=0-0", {}),
             ("GET", "/sse/count?n=1", {"Last-Event-ID": "0-1"}),  # 204: stop for good
-            ("GET", "/chunked/nope", {}),  # 404
+            ("GET", "/topics/nope/messages", {}),  # 404
             ("POST", "/topics/news", {"Content-Type": "text/plain"}),  # 415
             ("POST", "/topics/news", {"Content-Type": "application/json"}),
         ]
