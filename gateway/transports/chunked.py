@@ -60,11 +60,12 @@ class ChunkedStream(HttpStream):
 
 async def handle_chunked(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
+    head = request.method == "HEAD"  # headers only: no subscription, no generator run
     try:
         fmt = _parse_format(request.query.get("format"))
         req = await parse_stream_request(request, ctx)
-        head = request.method == "HEAD"  # headers only: no subscription, no generator run
-        opened = await open_stream(ctx, req) if req.per_connection and not head else None
+        if not head:
+            ctx.auth.quota.enter(request)  # 429 past --max-connections-per-ip
     except StreamgateError as exc:
         return error_response(exc)
 
@@ -73,6 +74,13 @@ async def handle_chunked(request: web.Request) -> web.StreamResponse:
     resp.charset = "utf-8"
     if head:
         return resp
-    await start_response(resp, request)
-    await ChunkedStream(request, resp, ctx, fmt).serve(req, opened)
-    return resp
+    try:
+        try:
+            opened = await open_stream(ctx, req) if req.per_connection else None
+        except StreamgateError as exc:
+            return error_response(exc)
+        await start_response(resp, request)
+        await ChunkedStream(request, resp, ctx, fmt).serve(req, opened)
+        return resp
+    finally:
+        ctx.auth.quota.leave(request)

@@ -38,6 +38,7 @@ import fcntl
 import logging
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
@@ -90,6 +91,7 @@ class Stream:
 
     __slots__ = (
         "_done",
+        "_expiry",
         "_prefix",
         "_protocol",
         "_stall_timer",
@@ -130,6 +132,8 @@ class Stream:
         """Why the stream ended, once it has."""
         self._done: asyncio.Future[Disconnect] | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        """Ends the stream when its credential expires; only for a grant with an expiry."""
         self.sub: Subscriber | None = None
         """The subscription of a shared topic."""
         self.pump: asyncio.Task[None] | None = None
@@ -229,6 +233,12 @@ class Stream:
 
     # -- ending ----------------------------------------------------------------------------
 
+    def expire_at(self, when: float) -> None:
+        """End the stream with ``token_expired`` (WS 4003) at Unix time ``when``."""
+        self._expiry = self.loop.call_later(
+            max(0.0, when - time.time()), self.close, errors.TOKEN_EXPIRED
+        )
+
     @property
     def done(self) -> asyncio.Future[Disconnect]:
         """Resolves with the reason when the stream is over.
@@ -253,6 +263,9 @@ class Stream:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         done = self._done
         if done is not None and not done.done():
             done.set_result(reason)
