@@ -86,6 +86,9 @@ Authorize = Callable[[web.BaseRequest, str, Action], "bool | Awaitable[bool]"]
 
 TOKEN_CACHE_SIZE = 4096
 """Decoded tokens kept (each about 1 KiB with its string)."""
+TOKEN_CACHE_MAX_CHARS = 4096
+"""A longer token is verified every time rather than kept (the cache stays under
+16 MiB whatever the tokens hold; a usual token is well under 1 KiB)."""
 APP_CACHE_SIZE = 10_000
 """``--auth-url`` answers kept."""
 APP_CONNECTIONS = 64
@@ -117,10 +120,10 @@ OPEN = Grant(None, None)
 class Rights:
     """Topic globs (fnmatch, case-sensitive): ``news``, ``user.42.*``, ``*``."""
 
-    __slots__ = ("everything", "exact", "pattern")
+    __slots__ = ("everything", "exact", "pattern", "patterns")
 
     def __init__(self, patterns: Iterable[str]) -> None:
-        patterns = tuple(patterns)
+        self.patterns = patterns = tuple(patterns)
         self.everything = "*" in patterns
         self.exact = frozenset(p for p in patterns if not _is_glob(p))
         globs = [p for p in patterns if _is_glob(p)]
@@ -135,7 +138,7 @@ class Rights:
         return pattern is not None and pattern.match(topic) is not None
 
     def __bool__(self) -> bool:
-        return self.everything or bool(self.exact) or self.pattern is not None
+        return bool(self.patterns)
 
 
 def _is_glob(pattern: str) -> bool:
@@ -563,7 +566,7 @@ class Auth:
             if self._authorize is not None:
                 sources.append("the application's authorize()")
             if self._anonymous:
-                sources.append("anonymous reading of " + ", ".join(self._anonymous_patterns()))
+                sources.append("anonymous reading of " + ", ".join(self._anonymous.patterns))
             log.info("access control on: %s", "; ".join(sources))
         quota = self.quota
         if quota.rate or quota.streams_per_address:
@@ -571,16 +574,10 @@ class Auth:
                 "limits per client: %s publishes a second, %s streams per address%s",
                 f"{quota.rate:g}" if quota.rate else "unlimited",
                 quota.streams_per_address or "unlimited",
-                "; X-Forwarded-For believed from trusted proxies" if quota.address._trusted else "",
+                "; X-Forwarded-For believed from trusted proxies"
+                if quota.address.behind_proxies
+                else "",
             )
-
-    def _anonymous_patterns(self) -> list[str]:
-        a = self._anonymous
-        return (
-            sorted(a.exact)
-            + (["*"] if a.everything else [])
-            + ([a.pattern.pattern] if a.pattern is not None and not a.everything else [])
-        )
 
     async def close(self) -> None:
         if self._app is not None:
@@ -656,9 +653,10 @@ class Auth:
             raise _invalid(_why(exc)) from None
         except _BadClaim as exc:
             raise _invalid(f"the token is not valid: {exc}") from None
-        if len(cache) >= TOKEN_CACHE_SIZE:
-            cache.popitem(last=False)
-        cache[token] = claims
+        if len(token) <= TOKEN_CACHE_MAX_CHARS:
+            if len(cache) >= TOKEN_CACHE_SIZE:
+                cache.popitem(last=False)
+            cache[token] = claims
         return claims
 
     async def _ask_authorize(self, request: web.BaseRequest, topic: str, action: Action) -> Grant:

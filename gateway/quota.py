@@ -79,6 +79,11 @@ class ClientAddress:
             ipaddress.ip_network(t, strict=False) for t in trusted
         )
 
+    @property
+    def behind_proxies(self) -> bool:
+        """Whether any proxy is trusted (``X-Forwarded-For`` may be read)."""
+        return bool(self._trusted)
+
     def _is_trusted(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)

@@ -24,7 +24,7 @@ from multidict import CIMultiDict
 from websockets.asyncio.client import ClientConnection
 
 from gateway.auth import Grant
-from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway, wait_for
+from tests.helpers import TIMEOUT, GatewayUnderTest, spawn_gateway, start_gateway, wait_for
 from tests.wire import read_until
 
 SECRET = "a test secret that is well over thirty-two bytes"
@@ -402,8 +402,10 @@ async def test_streams_end_when_their_token_expires(keys: Keys) -> None:
         ws = readers[2]
         assert (ws.close_code, ws.close_reason) == (4003, "token_expired")
         assert gw.context.disconnects["token_expired"] == 3
-        # Reconnecting with the expired token: 401.
+        # Reconnecting with the expired token: 401, and the cache lets go of it.
+        assert token in gw.context.auth._tokens
         assert (await attempt(gw, "GET /sse/news", headers)).status == 401
+        assert token not in gw.context.auth._tokens
         assert (await attempt(gw, "WS /ws/news", headers)).status == 401
 
 
@@ -499,3 +501,26 @@ def test_grant_is_small_and_frozen() -> None:
     assert not hasattr(grant, "__dict__")
     with pytest.raises(AttributeError):
         grant.subject = "x"  # type: ignore[misc]
+
+
+async def test_the_startup_log_names_the_sources_never_the_secret(tmp_path: Path) -> None:
+    async with spawn_gateway(
+        "--auth-key",
+        SECRET,
+        "--auth-url",
+        "http://user:hunter2@127.0.0.1:9/check?key=also-secret",
+        "--anonymous-subscribe",
+        "public.*",
+    ) as gw:
+        pass
+    log = gw.stderr.decode()
+    assert "access control on: tokens (HS256 secret (48 bytes, from the setting))" in log, log
+    assert "--auth-url http://127.0.0.1:9/check (timeout 2 s, answers kept 5 s)" in log
+    assert "anonymous reading of public.*" in log
+    assert "limits per client: 100 publishes a second, 256 streams per address" in log
+    for secret in (SECRET, "hunter2", "also-secret"):
+        assert secret not in log
+    pem = write_public_pem(rsa_key(), tmp_path / "public.pem")
+    async with spawn_gateway("--auth-key", pem) as gw:
+        pass
+    assert f"tokens (RS256 public key from {pem})" in gw.stderr.decode()
