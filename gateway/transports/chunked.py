@@ -44,7 +44,7 @@ class ChunkedStream(HttpStream):
         self.fmt = fmt
         if fmt is Format.JSON_ARRAY:
             self.write_raw(JSON_OPEN)
-            self._strip = JSON_FIRST_STRIP
+            self._first = JSON_FIRST_STRIP
 
     def heartbeat(self, now: float) -> None:
         self.write_raw(HEARTBEAT)
@@ -54,7 +54,7 @@ class ChunkedStream(HttpStream):
             return super().final_bytes(reason, last_id)
         if reason.reconnect:  # a goodbye item, then the array's end
             return super().final_bytes(reason, last_id) + JSON_CLOSE
-        self._strip = 0  # the array's end is its own "end" event, with no separator
+        self._first = None  # the array's end is its own "end" event, with no separator
         return JSON_CLOSE
 
 

@@ -81,7 +81,7 @@ class SSEStream(HttpStream):
         self, request: web.BaseRequest, response: web.StreamResponse, ctx: Context
     ) -> None:
         super().__init__(request, response, ctx)
-        self._prefix = sse_retry_field(ctx.settings.retry_ms)
+        self._first = sse_retry_field(ctx.settings.retry_ms)
 
     def heartbeat(self, now: float) -> None:
         self.write_raw(SSE_HEARTBEAT)

@@ -92,10 +92,9 @@ class Stream:
     __slots__ = (
         "_done",
         "_expiry",
-        "_prefix",
+        "_first",
         "_protocol",
         "_stall_timer",
-        "_strip",
         "closed",
         "closed_at",
         "ctx",
@@ -141,10 +140,10 @@ class Stream:
         self.last_id: str | None = None
         """The last per-connection item written (shared topics: the subscriber's cursor)."""
         # The first write of a stream may differ from what everyone shares: a
-        # JSON array's first item goes out without its leading separator, an
-        # SSE stream's first event carries the retry: field (set by subclasses).
-        self._strip = 0
-        self._prefix = b""
+        # JSON array's first item goes out without its leading separator (an
+        # int: the bytes to strip), an SSE stream's first event carries the
+        # retry: field (bytes: a prefix). Set by subclasses; one slot for both.
+        self._first: int | bytes | None = None
 
     # -- what each transport says ----------------------------------------------------------
 
@@ -164,7 +163,7 @@ class Stream:
     # -- writing ---------------------------------------------------------------------------
 
     def write_batch(self, batch: Batch) -> None:
-        if self._strip or self._prefix:
+        if self._first is not None:
             self.write_body(batch.wire(self.fmt, False))
         else:
             self._write(batch.wire(self.fmt, self.http_chunked))
@@ -175,19 +174,17 @@ class Stream:
     def write_control(self, type: str, obj_json: bytes) -> None:
         self.write_body(encode_control(self.fmt, type, obj_json))
 
-    def _first(self, body: bytes) -> bytes:
-        if self._strip:
-            body = body[self._strip :]
-            self._strip = 0
-        if self._prefix:
-            body = self._prefix + body
-            self._prefix = b""
-        return body
+    def _first_write(self, body: bytes) -> bytes:
+        first = self._first
+        if first is None:
+            return body
+        self._first = None
+        return body[first:] if isinstance(first, int) else first + body
 
     def write_body(self, body: bytes) -> None:
         """Write format-framed bytes, adding the HTTP chunk framing if needed."""
-        if self._strip or self._prefix:
-            body = self._first(body)
+        if self._first is not None:
+            body = self._first_write(body)
         if body:
             self._write(http_chunk(body) if self.http_chunked else body)
 
@@ -299,7 +296,7 @@ class Stream:
         try:
             async with asyncio.timeout_at(self.closed_at + self.write_timeout):
                 if reason is not errors.CLIENT_GONE and not transport.is_closing():
-                    body = self._first(self.final_bytes(reason, last_id))
+                    body = self._first_write(self.final_bytes(reason, last_id))
                     if body:
                         transport.write(http_chunk(body) if self.http_chunked else body)
                     await self.terminate(reason)
