@@ -140,9 +140,9 @@ async def list_topics(request: web.Request) -> web.Response:
     """``GET /topics``; with access control on, only what the request may read."""
     ctx = request.app[CONTEXT]
     shared = await ctx.broker.topics()
-    names = [t.name for t in shared]
     if ctx.auth.enabled:
-        visible = set(await ctx.auth.visible(request, [*names, *ctx.streams]))
+        names = [*(t.name for t in shared), *ctx.streams]
+        visible = set(await ctx.auth.visible(request, names))
         shared = [t for t in shared if t.name in visible]
         stream_names = [name for name in ctx.streams if name in visible]
     else:
