@@ -11,6 +11,7 @@ import orjson
 from aiohttp import hdrs, web
 
 from . import jsonvalue
+from .auth import Grant
 from .context import CONTEXT
 from .errors import (
     BadRequest,
@@ -96,22 +97,27 @@ def require_media_type(request: web.Request, accepted: tuple[str, ...], hint: st
     raise UnsupportedMediaType(f"{what}: {hint}")
 
 
-def _publish_target(request: web.Request) -> str:
+async def _publish_target(request: web.Request) -> tuple[str, Grant]:
+    """The topic (400), the publish right (401/403), then what the topic is (409)."""
     ctx = request.app[CONTEXT]
     topic = validate_topic(request.match_info["topic"])
+    grant = await ctx.auth.check(request, topic, "publish")
     if topic in ctx.streams:
         raise Conflict(f"{topic!r} is a per-connection stream, not a topic", code="not_a_topic")
-    return topic
+    return topic, grant
 
 
 @json_errors
 async def publish(request: web.Request) -> web.Response:
     """``POST /topics/{topic}``: the body (any JSON value) becomes the message data."""
     ctx = request.app[CONTEXT]
-    topic = _publish_target(request)
+    topic, grant = await _publish_target(request)
     require_media_type(request, (JSON,), f"send the data as JSON with Content-Type: {JSON}")
+    publisher = ctx.auth.quota.publisher(request, grant)  # 429 past --publish-rate
     value = parse_json(await read_body(request, ctx.settings.max_message_bytes))
-    (message,) = await ctx.broker.publish(topic, [jsonvalue.dumps(value)])
+    data = jsonvalue.dumps(value)
+    ctx.auth.quota.charge(publisher, 1)
+    (message,) = await ctx.broker.publish(topic, [data])
     return json_response({"id": message.id, "topic": topic}, status=201)
 
 
@@ -119,12 +125,13 @@ async def publish(request: web.Request) -> web.Response:
 async def publish_batch(request: web.Request) -> web.Response:
     """``POST /topics/{topic}/batch``: a JSON array, or NDJSON, of message data."""
     ctx = request.app[CONTEXT]
-    topic = _publish_target(request)
+    topic, grant = await _publish_target(request)
     media = require_media_type(
         request,
         (JSON, NDJSON),
         f"send a JSON array with Content-Type: {JSON}, or NDJSON lines with Content-Type: {NDJSON}",
     )
+    publisher = ctx.auth.quota.publisher(request, grant)  # 429 past --publish-rate
     limit = ctx.settings.max_message_bytes
     body = await read_body(request, limit * 16)
     items: list[object]
@@ -145,6 +152,7 @@ async def publish_batch(request: web.Request) -> web.Response:
     for i, d in enumerate(data):
         if len(d) > limit:
             raise PayloadTooLarge(f"item {i} is over the limit of {limit} bytes")
+    ctx.auth.quota.charge(publisher, len(data))  # a batch counts its items
     messages = await ctx.broker.publish(topic, data)
     return json_response({"ids": [m.id for m in messages], "topic": topic}, status=201)
 
@@ -153,7 +161,7 @@ async def publish_batch(request: web.Request) -> web.Response:
 async def delete_topic(request: web.Request) -> web.Response:
     """``DELETE /topics/{topic}``: the topic and its history go; its local subscribers end."""
     ctx = request.app[CONTEXT]
-    topic = _publish_target(request)
+    topic, _ = await _publish_target(request)  # deleting takes the publish right
     if not await ctx.broker.delete_topic(topic):
         raise NotFound(f"unknown topic {topic!r}")
     ctx.hub.end_topic(topic)
@@ -162,7 +170,16 @@ async def delete_topic(request: web.Request) -> web.Response:
 
 @json_errors
 async def list_topics(request: web.Request) -> web.Response:
+    """``GET /topics``; with access control on, only what the request may read."""
     ctx = request.app[CONTEXT]
+    shared = await ctx.broker.topics()
+    if ctx.auth.enabled:
+        names = [*(t.name for t in shared), *ctx.streams]
+        visible = set(await ctx.auth.visible(request, names))
+        shared = [t for t in shared if t.name in visible]
+        stream_names = [name for name in ctx.streams if name in visible]
+    else:
+        stream_names = list(ctx.streams)
     topics = [
         {
             "name": t.name,
@@ -172,9 +189,9 @@ async def list_topics(request: web.Request) -> web.Response:
             "length": t.length,
             "subscribers": ctx.hub.subscriber_counts(t.name),
         }
-        for t in await ctx.broker.topics()
+        for t in shared
     ]
-    streams = [{"name": name, "kind": "per-connection"} for name in ctx.streams]
+    streams = [{"name": name, "kind": "per-connection"} for name in stream_names]
     return json_response({"topics": topics, "streams": streams})
 
 
@@ -185,6 +202,7 @@ async def topic_messages(request: web.Request) -> web.Response:
     topic = validate_topic(request.match_info["topic"])
     since = parse_since(request.query.get("since"))
     limit = parse_limit(request.query.get("limit"), maximum=MESSAGES_LIMIT) or 100
+    await ctx.auth.check(request, topic, "subscribe")
     read = await ctx.broker.read(topic, since, limit)
     last_id = format_id(read.last_key) if read.last_key != (0, 0) else None
     # The message objects are embedded byte for byte, as on the streams.

@@ -17,6 +17,7 @@ from aiohttp import web
 from . import errors
 from .aiohttp_compat import GatewaySite
 from .api import STATIC_DIR, routes
+from .auth import Auth, Authorize
 from .broker import Broker
 from .broker.memory import MemoryBroker
 from .context import CONTEXT, Context
@@ -37,8 +38,9 @@ log = logging.getLogger("gateway")
 TICKS = "ticks"
 
 
-def build_app(settings: Settings) -> web.Application:
-    """The aiohttp application for ``settings``, not yet started."""
+def build_app(settings: Settings, *, authorize: Authorize | None = None) -> web.Application:
+    """The aiohttp application for ``settings``, not yet started; ``authorize`` is
+    an embedding application's own access check (see :class:`gateway.auth.Auth`)."""
     broker: Broker
     if settings.broker == "memory":
         broker = MemoryBroker(
@@ -57,7 +59,8 @@ def build_app(settings: Settings) -> web.Application:
             timeout=settings.redis_timeout,
         )
     hub = Hub(broker, write_delay=settings.write_delay)
-    ctx = Context(settings=settings, broker=broker, hub=hub)
+    auth = Auth(settings, authorize=authorize)
+    ctx = Context(settings=settings, broker=broker, hub=hub, auth=auth)
     ctx.streams["count"] = count
     for spec in settings.streams:
         name, target = parse_spec(spec)
@@ -69,6 +72,7 @@ def build_app(settings: Settings) -> web.Application:
     app[CONTEXT] = ctx
     app[ORIGINS] = policy = OriginPolicy.from_settings(settings)
     app.add_routes(routes())
+    app.cleanup_ctx.append(auth.lifecycle)
     app.cleanup_ctx.append(_background(ctx))
     app.on_shutdown.append(_say_goodbye)
     # A signal, not a middleware: it runs once per response, and no frame of it
@@ -174,14 +178,16 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Running]:
+async def running(
+    settings: Settings, *, authorize: Authorize | None = None
+) -> AsyncIterator[Running]:
     """Start the gateway on ``settings.host:port`` and stop it on exit.
 
     Shutdown takes at most ``settings.grace`` seconds (plus a little): streams
     get their goodbye, handlers get the rest of the grace, then connections
     that are still open (clients that do not read) are dropped.
     """
-    app = build_app(settings)
+    app = build_app(settings, authorize=authorize)
     ctx = app[CONTEXT]
     runner = web.AppRunner(
         app,

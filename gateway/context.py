@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .auth import Auth
 from .broker import Broker
 from .hub import Hub
 from .settings import Settings
@@ -22,11 +23,13 @@ __all__ = ["CONTEXT", "Context"]
 
 @dataclass(eq=False)
 class Context:
-    """Settings, broker, hub, per-connection streams and the open streams."""
+    """Settings, broker, hub, access control, per-connection streams and the open streams."""
 
     settings: Settings
     broker: Broker
     hub: Hub
+    auth: Auth
+    """The one access decision (``auth.check``) and the per-client limits (``auth.quota``)."""
     streams: dict[str, StreamFactory] = field(default_factory=dict)
     sessions: dict[Stream, None] = field(default_factory=dict)
     """Every open streaming connection (heartbeats, shutdown, tests); a dict as

@@ -8,10 +8,13 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Disconnect",
+    "Forbidden",
     "NotFound",
     "PayloadTooLarge",
     "RequestTimeout",
     "StreamgateError",
+    "TooManyRequests",
+    "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
 ]
@@ -21,22 +24,44 @@ class StreamgateError(Exception):
     """Base of every error the gateway raises on purpose.
 
     ``status`` is the HTTP status the API answers with and ``code`` the short
-    machine-readable error name put in the JSON body.
+    machine-readable error name put in the JSON body; ``headers``, when set, go
+    on the answer too (``WWW-Authenticate``, ``Retry-After``).
     """
 
     status = 500
     code = "internal"
+    headers: dict[str, str] | None = None
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if headers is not None:
+            self.headers = headers
 
 
 class BadRequest(StreamgateError):
     status = 400
     code = "bad_request"
+
+
+class Unauthorized(StreamgateError):
+    """No credential, or one that is not valid (RFC 9110 section 15.5.2): the
+    answer names the scheme the gateway takes (RFC 6750 section 3)."""
+
+    status = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="streamgate"'}  # noqa: RUF012 (never mutated)
+
+
+class Forbidden(StreamgateError):
+    """A valid credential that does not allow this action on this topic."""
+
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(StreamgateError):
@@ -68,6 +93,13 @@ class UnsupportedMediaType(StreamgateError):
 
     status = 415
     code = "unsupported_media_type"
+
+
+class TooManyRequests(StreamgateError):
+    """Over a per-client rate or count; ``Retry-After`` says when to come back."""
+
+    status = 429
+    code = "rate_limited"
 
 
 class Unavailable(StreamgateError):
@@ -104,3 +136,5 @@ CLIENT_GONE = Disconnect("client_gone", 1000, reconnect=False)
 """The client went away (or closed its WebSocket): nothing is sent."""
 TOPIC_DELETED = Disconnect("topic_deleted", 1000, reconnect=False)
 """The topic was deleted (``DELETE /topics/{topic}``) or expired: nothing to resume."""
+TOKEN_EXPIRED = Disconnect("token_expired", 4003, reconnect=True)
+"""The stream's credential expired: come back with a fresh one (and ``since``)."""

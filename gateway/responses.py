@@ -30,8 +30,10 @@ def json_response(obj: object, status: int = 200) -> web.Response:
 
 
 def error_response(exc: StreamgateError) -> web.Response:
-    """``{"error": code, "message": text}`` with the error's status."""
+    """``{"error": code, "message": text}`` with the error's status and headers."""
     resp = json_response({"error": exc.code, "message": exc.message}, exc.status)
+    if exc.headers:
+        resp.headers.update(exc.headers)
     if exc.status == 408:  # part of a body may still be on its way: no keep-alive
         resp.force_close()
     return resp

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -34,8 +35,12 @@ messages of ``max_message_bytes``: the largest batch body, so a batch of
 full-size messages is never evicted by the publish that brings it."""
 
 
-def _opt(default: Any, help: str, *, group: str, flag: str | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "group": group, "flag": flag})
+def _opt(default: Any, help: str, *, group: str, flag: str | None = None, repr: bool = True) -> Any:
+    return field(default=default, repr=repr, metadata={"help": help, "group": group, "flag": flag})
+
+
+COOKIE_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""A cookie name is an RFC 9110 token (RFC 6265 section 4.1.1)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -134,6 +139,80 @@ class Settings:
         group="limits",
     )
 
+    # -- access control (README "Security", PROTOCOL "Access control")
+    auth_key: str = _opt(
+        "",
+        "turns tokens on: an HS256 secret (32 bytes or more), or the path of a file holding "
+        "a PEM public key (RSA: RS256; EC: ES256/384/512; Ed25519: EdDSA), a JWKS JSON "
+        "document, or the HS256 secret. Every stream and publish then needs a token that "
+        "allows it (prefer the environment variable or a file over the flag: a flag shows "
+        "in ps)",
+        group="access control",
+        repr=False,
+    )
+    auth_audience: str = _opt(
+        "",
+        "the aud claim a token must carry (none: tokens with aud are refused)",
+        group="access control",
+    )
+    auth_issuer: str = _opt(
+        "", "the iss claim a token must carry (none: not checked)", group="access control"
+    )
+    auth_leeway: float = _opt(
+        5.0,
+        "seconds of clock skew allowed on a token's exp and nbf; a stream ends this long "
+        "after its token's exp",
+        group="access control",
+    )
+    auth_cookie: str = _opt(
+        "streamgate_token",
+        "the cookie that may carry the token (after Authorization: Bearer, before ?token=)",
+        group="access control",
+    )
+    anonymous_subscribe: tuple[str, ...] = _opt(
+        (),
+        "topic glob (fnmatch: news, public.*, *) anyone may read without a credential "
+        "while access control is on (repeatable; env: comma-separated)",
+        group="access control",
+        flag="--anonymous-subscribe",
+    )
+    auth_url: str = _opt(
+        "",
+        "turns the application's say on: before each new stream or publish, POST "
+        '{"topic","action"} there with the client\'s Cookie and Authorization; '
+        "2xx allows, 401/403 refuse, anything else is 503",
+        group="access control",
+    )
+    auth_url_timeout: float = _opt(
+        2.0, "seconds the --auth-url answer may take; past it 503", group="access control"
+    )
+    auth_cache_ttl: float = _opt(
+        5.0,
+        "seconds an --auth-url answer is reused for the same credential, topic and action "
+        "(0: ask every time)",
+        group="access control",
+    )
+    publish_rate: float | None = _opt(
+        None,
+        "publishes a second per token subject (per client address without one), and as a "
+        "burst; a batch counts its items; past it 429 (0: no limit; unset: 100 with access "
+        "control on, else no limit)",
+        group="access control",
+    )
+    max_connections_per_ip: int | None = _opt(
+        None,
+        "open streams per client address (IPv6: per /64); past it 429 (0: no limit; "
+        "unset: 256 with access control on, else no limit)",
+        group="access control",
+    )
+    trusted_proxies: tuple[str, ...] = _opt(
+        (),
+        "address or CIDR of a proxy whose X-Forwarded-For is believed for the client "
+        "address (repeatable; env: comma-separated; none: the peer address is the client)",
+        group="access control",
+        flag="--trusted-proxies",
+    )
+
     # -- delivery
     heartbeat: float = _opt(
         15.0, "seconds between heartbeats on idle streams (all transports)", group="delivery"
@@ -209,6 +288,8 @@ class Settings:
             "ws_publish_rate",
             "max_skip",
             "topic_ttl",
+            "auth_leeway",
+            "auth_cache_ttl",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
@@ -238,6 +319,28 @@ class Settings:
                 "allowed_origins '*' needs cors_credentials off (browsers refuse credentials "
                 "from a wildcard): list the origins, or set --cors-credentials false"
             )
+
+        self._check_access_control()
+
+    def _check_access_control(self) -> None:
+        for name in ("publish_rate", "max_connections_per_ip"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value!r}")
+        if self.auth_url_timeout <= 0:
+            raise ValueError(f"auth_url_timeout must be positive, got {self.auth_url_timeout!r}")
+        if self.auth_url and not self.auth_url.startswith(("http://", "https://")):
+            raise ValueError("auth_url must be an http:// or https:// URL")
+        if COOKIE_NAME_RE.fullmatch(self.auth_cookie) is None:
+            raise ValueError(f"auth_cookie is not a cookie name: {self.auth_cookie!r}")
+        for pattern in self.anonymous_subscribe:
+            if not pattern:
+                raise ValueError("anonymous_subscribe: an empty pattern")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {proxy!r} is not an address or CIDR") from None
 
 
 _ORIGIN_RE = re.compile(r"[a-z][a-z0-9+.-]*://(?:\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::[0-9]{1,5})?")
@@ -275,8 +378,14 @@ def _env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+def _kind(f: dataclasses.Field[Any]) -> str:
+    """The field's type name, without an ``| None`` (unset: the default decides)."""
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return kind.removesuffix(" | None")
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = _kind(f)
     try:
         if kind == "int":
             return int(raw)
@@ -324,10 +433,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group = groups[group_name] = parser.add_argument_group(group_name)
         flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
         env = _env_name(f.name)
-        help_text = f"{f.metadata['help']} [env {env}; default {f.default!r}]"
-        kind = f.type if isinstance(f.type, str) else str(f.type)
+        default = "unset" if f.default is None else repr(f.default)
+        help_text = f"{f.metadata['help']} [env {env}; default {default}]"
+        kind = _kind(f)
         if kind.startswith("tuple"):
-            metavar = "ORIGIN" if f.name == "allowed_origins" else "SPEC"
+            metavar = _METAVARS.get(f.name)
             group.add_argument(flag, dest=f.name, action="append", metavar=metavar, help=help_text)
         elif kind == "bool":  # --flag alone is true; --flag false
             group.add_argument(
@@ -343,6 +453,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             conv = {"int": int, "float": float}.get(kind, str)
             group.add_argument(flag, dest=f.name, type=conv, default=None, help=help_text)
+
+
+_METAVARS = {"sources": "SPEC", "streams": "SPEC", "topics": "SPEC", "allowed_origins": "ORIGIN"}
 
 
 def _bool_arg(raw: str) -> bool:

@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 
 from gateway.app import Running, running
+from gateway.auth import Authorize
 from gateway.context import Context
 from gateway.settings import Settings
 
@@ -85,15 +86,22 @@ class GatewayUnderTest:
 
 
 @contextlib.asynccontextmanager
-async def start_gateway(**overrides: Any) -> AsyncIterator[GatewayUnderTest]:
-    """``async with start_gateway(tick_interval=0) as gw:`` — settings by keyword.
+async def start_gateway(
+    *, authorize: Authorize | None = None, **overrides: Any
+) -> AsyncIterator[GatewayUnderTest]:
+    """``async with start_gateway(tick_interval=0) as gw:`` — settings by keyword
+    (and an embedding application's ``authorize`` check).
 
     Defaults differ from production where tests need it: port 0 (a free one),
     127.0.0.1, no demo ticks, a short grace.
     """
     values: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "tick_interval": 0, "grace": 2.0}
     values.update(overrides)
-    async with running(Settings(**values)) as gw, aiohttp.ClientSession() as session:
+    settings = Settings(**values)
+    async with (
+        running(settings, authorize=authorize) as gw,
+        aiohttp.ClientSession() as session,
+    ):
         yield GatewayUnderTest(gw, session)
 
 

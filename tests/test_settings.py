@@ -116,3 +116,46 @@ def test_open_files_limit_is_raised_to_the_hard_limit() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_access_control_settings_from_flags_and_environment() -> None:
+    env = {
+        "STREAMGATE_ANONYMOUS_SUBSCRIBE": "news, public.*",
+        "STREAMGATE_TRUSTED_PROXIES": "10.0.0.0/8",
+        "STREAMGATE_PUBLISH_RATE": "50",
+    }
+    s = from_env(env)
+    assert s.anonymous_subscribe == ("news", "public.*")
+    assert (s.trusted_proxies, s.publish_rate, s.max_connections_per_ip) == (
+        ("10.0.0.0/8",),
+        50.0,
+        None,  # unset: the default follows whether access control is on
+    )
+    argv = ["--anonymous-subscribe", "a.*", "--anonymous-subscribe", "b"]
+    argv += ["--trusted-proxies", "127.0.0.1", "--trusted-proxies", "::1"]
+    argv += ["--max-connections-per-ip", "0", "--auth-url", "http://127.0.0.1:1/check"]
+    s = from_args(argv, env)
+    assert s.anonymous_subscribe == ("a.*", "b")
+    assert s.trusted_proxies == ("127.0.0.1", "::1")
+    assert (s.max_connections_per_ip, s.publish_rate) == (0, 50.0)
+    assert (s.auth_url_timeout, s.auth_cache_ttl, s.auth_cookie) == (2.0, 5.0, "streamgate_token")
+
+
+def test_the_secret_is_not_in_the_settings_repr() -> None:
+    s = Settings(auth_key="a-secret-of-at-least-thirty-two-bytes!")
+    assert "a-secret" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STREAMGATE_TRUSTED_PROXIES": "10.0.0.300"}, "not an address or CIDR"),
+        ({"STREAMGATE_AUTH_URL": "ftp://x/"}, "http:// or https://"),
+        ({"STREAMGATE_AUTH_COOKIE": "a b"}, "not a cookie name"),
+        ({"STREAMGATE_PUBLISH_RATE": "-1"}, "publish_rate must not be negative"),
+        ({"STREAMGATE_AUTH_URL_TIMEOUT": "0"}, "auth_url_timeout must be positive"),
+    ],
+)
+def test_bad_access_control_settings_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        from_env(env)

@@ -44,7 +44,7 @@ class ChunkedStream(HttpStream):
         self.fmt = fmt
         if fmt is Format.JSON_ARRAY:
             self.write_raw(JSON_OPEN)
-            self._strip = JSON_FIRST_STRIP
+            self._first = JSON_FIRST_STRIP
 
     def heartbeat(self, now: float) -> None:
         self.write_raw(HEARTBEAT)
@@ -54,17 +54,18 @@ class ChunkedStream(HttpStream):
             return super().final_bytes(reason, last_id)
         if reason.reconnect:  # a goodbye item, then the array's end
             return super().final_bytes(reason, last_id) + JSON_CLOSE
-        self._strip = 0  # the array's end is its own "end" event, with no separator
+        self._first = None  # the array's end is its own "end" event, with no separator
         return JSON_CLOSE
 
 
 async def handle_chunked(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
+    head = request.method == "HEAD"  # headers only: no subscription, no generator run
     try:
         fmt = _parse_format(request.query.get("format"))
         req = await parse_stream_request(request, ctx)
-        head = request.method == "HEAD"  # headers only: no subscription, no generator run
-        opened = await open_stream(ctx, req) if req.per_connection and not head else None
+        if not head:
+            ctx.auth.quota.enter(request)  # 429 past --max-connections-per-ip
     except StreamgateError as exc:
         return error_response(exc)
 
@@ -73,6 +74,13 @@ async def handle_chunked(request: web.Request) -> web.StreamResponse:
     resp.charset = "utf-8"
     if head:
         return resp
-    await start_response(resp, request)
-    await ChunkedStream(request, resp, ctx, fmt).serve(req, opened)
-    return resp
+    try:
+        try:
+            opened = await open_stream(ctx, req) if req.per_connection else None
+        except StreamgateError as exc:
+            return error_response(exc)
+        await start_response(resp, request)
+        await ChunkedStream(request, resp, ctx, fmt).serve(req, opened)
+        return resp
+    finally:
+        ctx.auth.quota.leave(request)

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from .. import aiohttp_compat, errors
+from ..auth import Grant
 from ..context import Context
 from ..errors import BadRequest, Disconnect
 from ..framing import control_json
@@ -42,9 +43,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TOPIC_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-RESERVED_PARAMS = frozenset({"since", "limit", "format", "skip"})
+RESERVED_PARAMS = frozenset({"since", "limit", "format", "skip", "token"})
 """Query parameters the gateway reads itself: never passed to a per-connection stream
-(``skip`` is the gateway's to give, from ``since``)."""
+(``skip`` is the gateway's to give, from ``since``; ``token`` is a credential)."""
 YIELD_EVERY = 64
 """A per-connection pump gives other connections a turn at least this often."""
 NO_PARAMS: Mapping[str, str] = MappingProxyType({})
@@ -98,12 +99,17 @@ class StreamRequest:
     params: Mapping[str, str]
     """Parameters for a per-connection stream's generator (``NO_PARAMS`` otherwise)."""
     per_connection: bool
+    grant: Grant
+    """What access control allowed (``auth.OPEN`` when it is off)."""
 
 
 async def parse_stream_request(
     request: web.Request, ctx: Context, *, last_event_id: bool = False
 ) -> StreamRequest:
-    """Validate everything before any byte of the stream goes out (400/409 JSON)."""
+    """Validate everything before any byte of the stream goes out (JSON errors):
+    the request's syntax (400), then access (401/403), then the topic (409 past
+    --max-topics when a subscription creates it), so a client that may not read
+    a topic cannot make it or learn whether it exists."""
     topic = validate_topic(request.match_info["topic"])
     # request.query parses and caches a dict even for an empty query string.
     query = request.query if request.rel_url.raw_query_string else NO_PARAMS
@@ -115,6 +121,7 @@ async def parse_stream_request(
         raw_since = request.headers.get("Last-Event-ID") or raw_since
     since = parse_since(raw_since)
     limit = parse_limit(query.get("limit"))
+    grant = await ctx.auth.check(request, topic, "subscribe")
     per_connection = topic in ctx.streams
     if not per_connection and request.method != "HEAD":
         # A topic nobody has published to yet is made here, so its subscribers
@@ -123,7 +130,7 @@ async def parse_stream_request(
     params = NO_PARAMS
     if per_connection and query:
         params = {k: v for k, v in query.items() if k not in RESERVED_PARAMS}
-    return StreamRequest(topic, since, limit, params, per_connection)
+    return StreamRequest(topic, since, limit, params, per_connection, grant)
 
 
 async def start_response(resp: web.StreamResponse, request: web.Request) -> None:
@@ -145,6 +152,9 @@ async def begin(stream: Stream, req: StreamRequest, opened: OpenStream | None) -
     the per-connection generator's pump. The stream counts as open from here."""
     ctx = stream.ctx
     ctx.sessions[stream] = None
+    expires_at = req.grant.expires_at
+    if expires_at is not None:
+        stream.expire_at(expires_at)
     if not req.per_connection:
         sub = Subscriber(
             stream, req.topic, limit=req.limit, max_backlog_bytes=ctx.settings.max_queue_bytes

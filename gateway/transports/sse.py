@@ -81,7 +81,7 @@ class SSEStream(HttpStream):
         self, request: web.BaseRequest, response: web.StreamResponse, ctx: Context
     ) -> None:
         super().__init__(request, response, ctx)
-        self._prefix = sse_retry_field(ctx.settings.retry_ms)
+        self._first = sse_retry_field(ctx.settings.retry_ms)
 
     def heartbeat(self, now: float) -> None:
         self.write_raw(SSE_HEARTBEAT)
@@ -97,19 +97,27 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     head = request.method == "HEAD"  # headers only: no subscription, no generator run
     try:
         req = await parse_stream_request(request, ctx, last_event_id=True)
-        opened = await open_stream(ctx, req) if req.per_connection and not head else None
+        if not head:
+            ctx.auth.quota.enter(request)  # 429 past --max-connections-per-ip
     except StreamgateError as exc:
         return error_response(exc)
-    if req.per_connection and opened is None and not head:
-        # Resumed past the end of a finished stream. WHATWG: a 204 makes
-        # EventSource fail the connection for good instead of reconnecting.
-        return web.Response(status=204)
-
     if head:
         head_resp = web.StreamResponse(headers={"Cache-Control": "no-cache"})
         head_resp.content_type = "text/event-stream"
         return head_resp
-    resp = QuietEventSourceResponse(sep="\n")
-    await start_response(resp, request)
-    await SSEStream(request, resp, ctx).serve(req, opened)
-    return resp
+
+    try:
+        try:
+            opened = await open_stream(ctx, req) if req.per_connection else None
+        except StreamgateError as exc:
+            return error_response(exc)
+        if req.per_connection and opened is None:
+            # Resumed past the end of a finished stream. WHATWG: a 204 makes
+            # EventSource fail the connection for good instead of reconnecting.
+            return web.Response(status=204)
+        resp = QuietEventSourceResponse(sep="\n")
+        await start_response(resp, request)
+        await SSEStream(request, resp, ctx).serve(req, opened)
+        return resp
+    finally:
+        ctx.auth.quota.leave(request)

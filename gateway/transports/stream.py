@@ -38,6 +38,7 @@ import fcntl
 import logging
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
@@ -90,10 +91,10 @@ class Stream:
 
     __slots__ = (
         "_done",
-        "_prefix",
+        "_expiry",
+        "_first",
         "_protocol",
         "_stall_timer",
-        "_strip",
         "closed",
         "closed_at",
         "ctx",
@@ -130,6 +131,8 @@ class Stream:
         """Why the stream ended, once it has."""
         self._done: asyncio.Future[Disconnect] | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        """Ends the stream when its credential expires; only for a grant with an expiry."""
         self.sub: Subscriber | None = None
         """The subscription of a shared topic."""
         self.pump: asyncio.Task[None] | None = None
@@ -137,10 +140,10 @@ class Stream:
         self.last_id: str | None = None
         """The last per-connection item written (shared topics: the subscriber's cursor)."""
         # The first write of a stream may differ from what everyone shares: a
-        # JSON array's first item goes out without its leading separator, an
-        # SSE stream's first event carries the retry: field (set by subclasses).
-        self._strip = 0
-        self._prefix = b""
+        # JSON array's first item goes out without its leading separator (an
+        # int: the bytes to strip), an SSE stream's first event carries the
+        # retry: field (bytes: a prefix). Set by subclasses; one slot for both.
+        self._first: int | bytes | None = None
 
     # -- what each transport says ----------------------------------------------------------
 
@@ -160,7 +163,7 @@ class Stream:
     # -- writing ---------------------------------------------------------------------------
 
     def write_batch(self, batch: Batch) -> None:
-        if self._strip or self._prefix:
+        if self._first is not None:
             self.write_body(batch.wire(self.fmt, False))
         else:
             self._write(batch.wire(self.fmt, self.http_chunked))
@@ -171,19 +174,17 @@ class Stream:
     def write_control(self, type: str, obj_json: bytes) -> None:
         self.write_body(encode_control(self.fmt, type, obj_json))
 
-    def _first(self, body: bytes) -> bytes:
-        if self._strip:
-            body = body[self._strip :]
-            self._strip = 0
-        if self._prefix:
-            body = self._prefix + body
-            self._prefix = b""
-        return body
+    def _first_write(self, body: bytes) -> bytes:
+        first = self._first
+        if first is None:
+            return body
+        self._first = None
+        return body[first:] if isinstance(first, int) else first + body
 
     def write_body(self, body: bytes) -> None:
         """Write format-framed bytes, adding the HTTP chunk framing if needed."""
-        if self._strip or self._prefix:
-            body = self._first(body)
+        if self._first is not None:
+            body = self._first_write(body)
         if body:
             self._write(http_chunk(body) if self.http_chunked else body)
 
@@ -229,6 +230,12 @@ class Stream:
 
     # -- ending ----------------------------------------------------------------------------
 
+    def expire_at(self, when: float) -> None:
+        """End the stream with ``token_expired`` (WS 4003) at Unix time ``when``."""
+        self._expiry = self.loop.call_later(
+            max(0.0, when - time.time()), self.close, errors.TOKEN_EXPIRED
+        )
+
     @property
     def done(self) -> asyncio.Future[Disconnect]:
         """Resolves with the reason when the stream is over.
@@ -253,6 +260,9 @@ class Stream:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         done = self._done
         if done is not None and not done.done():
             done.set_result(reason)
@@ -286,7 +296,7 @@ class Stream:
         try:
             async with asyncio.timeout_at(self.closed_at + self.write_timeout):
                 if reason is not errors.CLIENT_GONE and not transport.is_closing():
-                    body = self._first(self.final_bytes(reason, last_id))
+                    body = self._first_write(self.final_bytes(reason, last_id))
                     if body:
                         transport.write(http_chunk(body) if self.http_chunked else body)
                     await self.terminate(reason)

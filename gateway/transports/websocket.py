@@ -17,7 +17,7 @@ from aiohttp.http import HttpVersion11
 
 from .. import aiohttp_compat, errors, jsonvalue
 from ..context import CONTEXT, Context
-from ..errors import BadRequest, Disconnect, StreamgateError
+from ..errors import BadRequest, Disconnect, Forbidden, StreamgateError, Unauthorized
 from ..framing import WS_PING, WS_PONG_OPCODE, Format, control_json, ws_frame
 from ..origins import ORIGINS
 from ..responses import error_response
@@ -105,7 +105,11 @@ class WSStream(Stream):
         assert isinstance(ws, web.WebSocketResponse)
         await ws.close(code=reason.ws_code, message=reason.reason.encode())
 
-    async def serve(self, req: StreamRequest, opened: OpenStream | None) -> None:
+    async def serve(
+        self, request: web.BaseRequest, req: StreamRequest, opened: OpenStream | None
+    ) -> None:
+        """The session: ``request`` is the handshake, whose credentials each
+        ``publish`` command is checked with."""
         ws = self.response
         assert isinstance(ws, web.WebSocketResponse)
         try:
@@ -123,7 +127,7 @@ class WSStream(Stream):
                 msg = await ws.receive()
                 kind = msg.type
                 if kind is WSMsgType.TEXT:
-                    await self._on_command(req, msg.data)
+                    await self._on_command(request, req, msg.data)
                     await asyncio.sleep(0)  # one client's flood of commands starves no one
                 elif kind is WSMsgType.PONG:
                     self.last_pong = self.loop.time()
@@ -153,7 +157,7 @@ class WSStream(Stream):
             fields["ref"] = ref
         self.write_control(type, control_json(type, **fields))
 
-    async def _on_command(self, req: StreamRequest, text: str) -> None:
+    async def _on_command(self, request: web.BaseRequest, req: StreamRequest, text: str) -> None:
         try:
             command = jsonvalue.loads(text, what="command")
         except BadRequest as exc:
@@ -167,7 +171,7 @@ class WSStream(Stream):
         if kind == "ping":
             self._reply(ref, "pong")
         elif kind == "publish":
-            await self._publish(req, ref, command)
+            await self._publish(request, req, ref, command)
         else:
             self._reply(
                 ref,
@@ -176,8 +180,11 @@ class WSStream(Stream):
                 message=f"unknown command type {kind!r}: use ping or publish",
             )
 
-    async def _publish(self, req: StreamRequest, ref: Any, command: dict[str, Any]) -> None:
-        settings = self.ctx.settings
+    async def _publish(
+        self, request: web.BaseRequest, req: StreamRequest, ref: Any, command: dict[str, Any]
+    ) -> None:
+        ctx = self.ctx
+        settings = ctx.settings
         if "data" not in command:
             self._reply(ref, "error", code="bad_command", message="publish needs a 'data' field")
             return
@@ -207,6 +214,15 @@ class WSStream(Stream):
                     "this one was not published",
                 )
                 return
+        try:  # the handshake's credentials (a cached token), and the publisher's budget
+            grant = await ctx.auth.check(request, req.topic, "publish")
+            ctx.auth.quota.take(request, grant)
+        except (Unauthorized, Forbidden) as exc:  # answered, and the stream goes on
+            self._reply(ref, "error", code="forbidden", message=exc.message)
+            return
+        except StreamgateError as exc:  # auth_unavailable, rate_limited
+            self._reply(ref, "error", code=exc.code, message=exc.message)
+            return
         try:
             data = jsonvalue.dumps(command["data"])
         except BadRequest as exc:
@@ -221,7 +237,7 @@ class WSStream(Stream):
             )
             return
         try:
-            (message,) = await self.ctx.broker.publish(req.topic, [data])
+            (message,) = await ctx.broker.publish(req.topic, [data])
         except StreamgateError as exc:
             self._reply(ref, "error", code=exc.code, message=exc.message)
             return
@@ -239,7 +255,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         compress=False,  # streams are never compressed (and frames are shared)
         max_msg_size=settings.max_message_bytes + FRAME_OVERHEAD,
     )
-    try:  # 403/400/404 JSON before the upgrade
+    try:  # 400/401/403/409/429 JSON before the upgrade
         # Browsers open a WebSocket to any origin: refuse pages of foreign ones.
         request.app[ORIGINS].check_websocket(request)
         req = await parse_stream_request(request, ctx)
@@ -250,12 +266,19 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
                 "this is a WebSocket endpoint: send a WebSocket handshake (RFC 6455)",
                 code="not_websocket",
             )
-        opened = await open_stream(ctx, req) if req.per_connection else None
+        ctx.auth.quota.enter(request)  # 429 past --max-connections-per-ip
     except StreamgateError as exc:
         return error_response(exc)
 
-    await ws.prepare(request)
-    ws.headers.clear()  # sent; an idle stream need not keep them
-    aiohttp_compat.share_ws_writer_state(ws)
-    await WSStream(request, ws, ctx).serve(req, opened)
-    return ws
+    try:
+        try:
+            opened = await open_stream(ctx, req) if req.per_connection else None
+        except StreamgateError as exc:
+            return error_response(exc)
+        await ws.prepare(request)
+        ws.headers.clear()  # sent; an idle stream need not keep them
+        aiohttp_compat.share_ws_writer_state(ws)
+        await WSStream(request, ws, ctx).serve(request, req, opened)
+        return ws
+    finally:
+        ctx.auth.quota.leave(request)
