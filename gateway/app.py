@@ -234,13 +234,11 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 
 def warn_if_open(settings: Settings, port: int | None = None) -> bool:
-    """At start-up: one WARNING line when no access control is configured, saying
-    who may do what and where the gateway listens. Returns whether it warned.
-
-    There is no access control yet (tokens come with ``--auth-key`` /
-    ``--auth-url``), so it always warns; once there is, return False here when
-    it is configured.
-    """
+    """At start-up: one WARNING line when no access control is configured
+    (``--auth-key``, ``--auth-url``), saying who may do what and where the
+    gateway listens. Returns whether it warned."""
+    if settings.auth_key or settings.auth_url:
+        return False
     port = settings.port if port is None else port
     host = settings.host or "0.0.0.0"
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -516,3 +516,10 @@ async def test_serve_logs_the_warning_once() -> None:
     lines = [line for line in gw.stderr.decode().splitlines() if "no access control" in line]
     assert len(lines) == 1 and "WARNING" in lines[0], gw.stderr
     assert f"127.0.0.1:{gw.port}, this machine only" in lines[0]
+
+
+async def test_a_locked_gateway_does_not_warn() -> None:
+    async with spawn_gateway("--auth-key", "k" * 32) as gw:
+        pass
+    assert b"no access control" not in gw.stderr, gw.stderr
+    assert warn_if_open(Settings(auth_url="http://127.0.0.1:1/check")) is False
