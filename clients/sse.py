@@ -64,7 +64,7 @@ log = logging.getLogger("clients.sse")
 
 TRANSPORT = "sse"
 TOKEN_ENV = "STREAMGATE_TOKEN"
-CONTROL_TYPES = frozenset({"gap", "goodbye", "end", "error"})
+CONTROL_TYPES = frozenset({"gap", "goodbye", "end", "stream-error"})
 
 # WHATWG: "Lines must be separated by either a U+000D CARRIAGE RETURN U+000A LINE
 # FEED (CRLF) character pair, a single U+000A LINE FEED (LF) character, or a single

@@ -73,7 +73,7 @@ async def test_a_stream_that_fails_midway_says_so(transport: str) -> None:
         reader = await read_until(gw.url, transport, "fails", query="n=2")
         assert reader.ids == ["0-1", "0-2"]
         kinds = [c["type"] for c in reader.controls]
-        assert kinds == ["error", "goodbye"]
+        assert kinds == ["stream-error", "goodbye"]
         assert reader.controls[0]["code"] == "stream_failed"
         assert reader.controls[1]["reason"] == "source_failed"
         if transport == "ws":

@@ -42,7 +42,7 @@ async function freshToken() {
   const RATE_WINDOW_MS = 5000;
   const LATENCY_SAMPLES = 50;
   const TOPICS_REFRESH_MS = 5000;
-  const CONTROL_TYPES = ["gap", "goodbye", "end", "error"];
+  const CONTROL_TYPES = ["gap", "goodbye", "end", "stream-error"];
   const encoder = new TextEncoder();
 
   // ---- ids: "<ms>-<seq>", ordered by (ms, seq) as integers (up to 20 digits: BigInt) ----------
@@ -451,8 +451,8 @@ async function freshToken() {
           this.close();
           this.setState("ended", String(ev.reason));
         }
-      } else if (type === "error") {
-        this.log({ kind: "ctl bad", text: `error ${ev.code}: ${ev.message}` });
+      } else if (type === "stream-error" || type === "error") {
+        this.log({ kind: "ctl bad", text: `${type} ${ev.code}: ${ev.message}` });
       } else {
         this.log({ kind: "ctl", text: `${type}` });
       }
@@ -557,7 +557,6 @@ async function freshToken() {
       for (const type of CONTROL_TYPES) {
         es.addEventListener(type, (ev) => {
           if (!this.live(token)) return;
-          if (type === "error" && !(ev instanceof MessageEvent)) return; // connection error
           this.bytes += utf8len(`event: ${type}\ndata: ${ev.data}\n\n`);
           this.receive(token, ev.data);
         });

@@ -302,7 +302,9 @@ async def run_stream(stream: Stream, req: StreamRequest, opened: OpenStream) -> 
                 return
     except Exception as exc:
         log.exception("per-connection stream %r failed", req.topic)
-        stream.write_control("error", control_json("error", code="stream_failed", message=str(exc)))
+        # Not "error": that name is EventSource's own connection-error event.
+        failed = control_json("stream-error", code="stream_failed", message=str(exc))
+        stream.write_control("stream-error", failed)
         stream.close(errors.SOURCE_FAILED)
     finally:
         await _close_iterator(iterator)
