@@ -222,6 +222,7 @@ async def healthz(request: web.Request) -> web.Response:
             "topics": len(await ctx.broker.topics()),
             "connections": len(ctx.sessions),
             "history_bytes": ctx.broker.history_bytes(),
+            "sources": ctx.sources,
             "disconnects": dict(ctx.disconnects),
             "refused_connections": ctx.gate.refused.total if ctx.gate else 0,
             "malformed_requests": ctx.gate.malformed.total if ctx.gate else 0,

@@ -27,7 +27,7 @@ from .limits import ConnectionGate, Tally, accept_error_handler, max_connections
 from .origins import ORIGINS, OriginPolicy
 from .responses import name_the_server
 from .settings import Settings
-from .sources import count, load_target, parse_spec, run_source, takes_skip, ticks
+from .sources import count, load_target, parse_spec, run_shared, takes_skip, ticks
 from .transports.common import validate_topic
 from .transports.stream import reset_connection
 
@@ -104,9 +104,11 @@ def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]
             if name in ctx.streams:
                 raise ValueError(f"{name!r} is both a topic and a per-connection stream")
             await ctx.broker.create_topic(validate_topic(name))
+        lease = ctx.settings.source_lease
         tasks = [
             asyncio.create_task(
-                run_source(name, factory, ctx.broker.publish), name=f"source:{name}"
+                run_shared(name, factory, ctx.broker.publish, ctx.broker, lease, ctx.sources),
+                name=f"source:{name}",
             )
             for name, factory in sources.items()
         ]

@@ -36,6 +36,9 @@ class Context:
     an ordered set, a third of a set's size at thousands of connections."""
     disconnects: Counter[str] = field(default_factory=Counter)
     """How many streams ended, by reason (``slow_consumer``, ``limit``, ...)."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Each shared source: ``running`` on this gateway, or ``standby`` (another
+    replica holds its lease)."""
     gate: ConnectionGate | None = None
     """The connection limit, once the gateway listens."""
 

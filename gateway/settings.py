@@ -87,6 +87,12 @@ class Settings:
     redis_prefix: str = _opt(
         "streamgate:", "prefix of every Redis key the gateway uses", group="broker"
     )
+    source_lease: float = _opt(
+        3.0,
+        "seconds a gateway's claim on a shared source (ticks, --source) lasts unrenewed: with "
+        "Redis one replica runs each, and another takes over within this time after it dies",
+        group="broker",
+    )
     redis_timeout: float = _opt(
         2.0,
         "seconds to connect to Redis and to get an answer to one command; past it the "
@@ -276,6 +282,7 @@ class Settings:
             "grace",
             "read_timeout",
             "redis_timeout",
+            "source_lease",
         )
         for name in positive:
             if getattr(self, name) <= 0:

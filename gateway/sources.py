@@ -14,6 +14,7 @@ async iterator (typically it is an ``async def`` generator).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import inspect
@@ -21,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -32,6 +33,7 @@ __all__ = [
     "count",
     "load_target",
     "parse_spec",
+    "run_shared",
     "run_source",
     "takes_skip",
     "ticks",
@@ -160,3 +162,85 @@ async def run_source(name: str, factory: SourceFactory, publish: Publish) -> Non
             log.exception("source %r failed; restarting in %.0f s", name, backoff)
         await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
         backoff = min(backoff * 2, 30.0)
+
+
+# -- one replica at a time ------------------------------------------------------------------
+
+
+class Lease(Protocol):
+    """What :func:`run_shared` needs of the broker (gateway.broker.Broker)."""
+
+    async def lease(self, name: str, ttl: float, *, renew: bool) -> bool: ...
+
+    async def release(self, name: str) -> None: ...
+
+
+async def run_shared(
+    name: str,
+    factory: SourceFactory,
+    publish: Publish,
+    broker: Lease,
+    ttl: float,
+    state: dict[str, str],
+) -> None:
+    """Run a shared source on one replica at a time.
+
+    The replica that takes the lease ``source:<name>`` runs the source and
+    renews the lease every third of ``ttl``; the others try to take it as
+    often, so when the holder dies (or loses Redis) another one runs the
+    source within about ``ttl``. A holder that cannot renew stops the source
+    before its lease can have run out, so two never run at once. ``state``
+    says, per source, ``running`` or ``standby`` (``/healthz``). With the
+    memory broker the lease is always this process's.
+    """
+    lease = f"source:{name}"
+    step = ttl / 3
+    loop = asyncio.get_running_loop()
+    state[name] = "standby"
+    while True:
+        if not await _lease(broker, lease, ttl, renew=False):
+            await asyncio.sleep(step)
+            continue
+        held_until = loop.time() + ttl
+        state[name] = "running"
+        log.info("source %r runs on this gateway", name)
+        task = asyncio.create_task(run_source(name, factory, publish), name=f"run:{name}")
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=step)
+                if done:  # the source finished: nothing more to hold
+                    await _release(broker, lease)
+                    return
+                kept = await _lease(broker, lease, ttl, renew=True)
+                if kept:
+                    held_until = loop.time() + ttl
+                # Lost it, or could not renew it for most of its life: stop
+                # before another replica may have taken it over.
+                if kept is False or held_until - loop.time() < step:
+                    log.warning("source %r: lease lost; another gateway takes over", name)
+                    break
+        except asyncio.CancelledError:  # shutdown: hand over now, not at expiry
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await _release(broker, lease)
+            raise
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            state[name] = "standby"
+
+
+async def _lease(broker: Lease, name: str, ttl: float, *, renew: bool) -> bool | None:
+    """The lease call; None when the broker could not answer."""
+    try:
+        return await broker.lease(name, ttl, renew=renew)
+    except Exception as exc:  # Unavailable, or anything the client raises
+        log.debug("lease %r: %s", name, exc)
+        return None
+
+
+async def _release(broker: Lease, name: str) -> None:
+    with contextlib.suppress(Exception):
+        await broker.release(name)

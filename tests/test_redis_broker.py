@@ -13,11 +13,13 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
+from gateway.ids import parse_id
 from tests.helpers import (
     JSON_HEADERS,
     TIMEOUT,
@@ -481,3 +483,73 @@ async def _subscribed(session: aiohttp.ClientSession, url: str) -> bool:
     async with session.get(f"{url}/topics") as r:
         topics = (await r.json())["topics"]
     return any(t["name"] == "news" and t["subscribers"]["chunked"] == 1 for t in topics)
+
+
+# -- one shared source, however many replicas --------------------------------------------------
+
+
+async def _tick_numbers(gw: GatewayUnderTest) -> list[int]:
+    async with gw.session.get(f"{gw.url}/topics/ticks/messages?limit=1000") as r:
+        return [m["data"]["n"] for m in (await r.json())["messages"]]
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+async def test_a_shared_source_runs_on_one_replica_at_a_time(redis_url: str, replicas: int) -> None:
+    settings = {
+        "broker": redis_url,
+        "redis_prefix": f"lease{replicas}:",
+        "tick_interval": 0.05,
+        "source_lease": 1.0,
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        gws = [await stack.enter_async_context(start_gateway(**settings)) for _ in range(replicas)]
+        await asyncio.sleep(1.5)
+        states = [gw.context.sources["ticks"] for gw in gws]
+        assert sorted(states) == ["running"] + ["standby"] * (replicas - 1), states
+        numbers = await _tick_numbers(gws[0])
+    # One source: 1, 2, 3, ... (two would interleave: 1, 1, 2, 2, ...).
+    assert len(numbers) >= 10
+    assert numbers == list(range(1, len(numbers) + 1)), numbers
+
+
+async def test_the_source_moves_to_another_replica_when_its_holder_is_killed() -> None:
+    import signal
+
+    from tests.helpers import spawn_gateway
+
+    lease = 1.0
+    with redis_server() as (url, _):
+        args = ("--broker", url, "--tick-interval", "0.05", "--source-lease", str(lease))
+        async with (
+            spawn_gateway(*args) as a,
+            spawn_gateway(*args) as b,
+            aiohttp.ClientSession() as session,
+        ):
+
+            async def state(gw: Any) -> str:
+                return str((await gw.healthz(session))["sources"]["ticks"])
+
+            await poll_until(
+                lambda: _one_running(state, a, b), what="one replica to run the source"
+            )
+            holder, other = (a, b) if await state(a) == "running" else (b, a)
+            async with session.get(f"{other.url}/topics/ticks/messages?limit=1000") as r:
+                before = [m["id"] for m in (await r.json())["messages"]]
+            holder.proc.send_signal(signal.SIGKILL)  # no goodbye, no release
+            await holder.proc.wait()
+            await poll_until(lambda: _is_running(state, other), what="the other to take over")
+            await asyncio.sleep(0.5)
+            async with session.get(f"{other.url}/topics/ticks/messages?limit=1000") as r:
+                after = [m["id"] for m in (await r.json())["messages"]]
+    keys = [parse_id(i) for i in after]
+    assert keys == sorted(set(keys))  # ids only ever increase, none twice
+    assert after[: len(before)] == before and len(after) > len(before) + 3
+
+
+async def _one_running(state: Any, *gws: Any) -> bool:
+    states = [await state(gw) for gw in gws]
+    return sorted(states) == ["running", "standby"]
+
+
+async def _is_running(state: Any, gw: Any) -> bool:
+    return bool(await state(gw) == "running")

@@ -75,6 +75,14 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
+    async def lease(self, name: str, ttl: float, *, renew: bool) -> bool:
+        """Take (or, with ``renew``, keep) the lease ``name`` for ``ttl`` seconds;
+        True while it is this gateway's. One replica at a time runs each shared
+        source (:func:`gateway.sources.run_shared`)."""
+
+    async def release(self, name: str) -> None:
+        """Give up the lease ``name`` if it is this gateway's."""
+
     async def has_topic(self, topic: str) -> bool: ...
 
     async def create_topic(self, topic: str) -> None:

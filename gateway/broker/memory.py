@@ -113,6 +113,12 @@ class MemoryBroker:
     async def close(self) -> None:
         return None
 
+    async def lease(self, name: str, ttl: float, *, renew: bool) -> bool:
+        return True  # one process: every lease is its own
+
+    async def release(self, name: str) -> None:
+        return None
+
     async def has_topic(self, topic: str) -> bool:
         return topic in self._topics
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
@@ -143,6 +144,19 @@ return redis.call('DEL', KEYS[1])
 sorted set (its topics count as active from now)."""
 
 
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+"""KEYS: the lease; ARGV: our replica id, ttl ms. 1 when still ours (and extended)."""
+
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+"""KEYS: the lease; ARGV: our replica id. Gives it up only if it is ours."""
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -191,6 +205,8 @@ class RedisBroker:
     ) -> None:
         self._url = url
         self._timeout = timeout
+        self._replica = uuid.uuid4().hex
+        """This gateway's name in the leases it holds."""
         self._history_size = history_size
         self._max_topics = max_topics
         self._prefix = prefix
@@ -235,6 +251,8 @@ class RedisBroker:
             ("expire", EXPIRE_LUA),
             ("delete", DELETE_LUA),
             ("migrate", MIGRATE_LUA),
+            ("renew", RENEW_LUA),
+            ("release", RELEASE_LUA),
         ):
             self._scripts[name] = self._redis.register_script(lua)
         await self._scripts["migrate"](keys=[self._prefix + "topics", self._activity_key])
@@ -250,6 +268,25 @@ class RedisBroker:
                 with contextlib.suppress(TimeoutError, RedisConnectionError, OSError):
                     async with asyncio.timeout(self._timeout):
                         await client.aclose()
+
+    # -- leases (one replica runs each shared source) ---------------------------------
+
+    async def lease(self, name: str, ttl: float, *, renew: bool) -> bool:
+        """Take (``renew`` False) or keep (True) the lease ``name`` for ``ttl``
+        seconds; True while it is this replica's. Raises Unavailable when Redis
+        cannot say."""
+        key, ms = f"{self._prefix}lease:{name}", max(1, int(ttl * 1000))
+        with _guard():
+            if renew:
+                return bool(await self._scripts["renew"](keys=[key], args=[self._replica, ms]))
+            return bool(await self.redis.set(key, self._replica, nx=True, px=ms))
+
+    async def release(self, name: str) -> None:
+        """Give the lease up at once (shutdown), if it is this replica's."""
+        with _guard():
+            await self._scripts["release"](
+                keys=[f"{self._prefix}lease:{name}"], args=[self._replica]
+            )
 
     # -- topics ------------------------------------------------------------------------
 
