@@ -529,3 +529,18 @@ async def test_the_startup_log_names_the_sources_never_the_secret(tmp_path: Path
     async with spawn_gateway("--auth-key", pem) as gw:
         pass
     assert f"tokens (RS256 public key from {pem})" in gw.stderr.decode()
+
+
+def test_without_a_key_the_token_libraries_are_not_loaded() -> None:
+    """PyJWT and cryptography cost about 9 MiB of RSS: a gateway without
+    --auth-key does not import them (gateway/tokens.py is loaded lazily)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from gateway.app import build_app; from gateway.settings import Settings; "
+        "build_app(Settings()); print(sorted(m for m in ('jwt', 'cryptography') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
