@@ -9,9 +9,9 @@ stream quietly. pyproject.toml caps aiohttp below its next major version.
 
 The contract, item by item:
 
-1. ``BaseProtocol.writing_paused`` and ``BaseProtocol._drain_helper()``: the
-   connection's transport is paused for writing; an awaitable that resolves
-   when it resumes (what ``StreamWriter.drain`` awaits).
+1. ``BaseProtocol._drain_helper()``: an awaitable that resolves when the
+   connection's paused transport resumes (what ``StreamWriter.drain`` awaits);
+   the gateway awaits it only after the public ``writing_paused`` said so.
 2. ``StreamWriter.chunked``: aiohttp chose chunked transfer coding for the
    response (HTTP/1.1), so the bytes the gateway writes itself must be chunks.
 3. ``BaseSite._server``: the asyncio server that ``BaseSite.stop()`` closes;
@@ -54,16 +54,10 @@ __all__ = [
     "sse_allows_method",
     "sse_request_transport",
     "sse_set_tcp_user_timeout",
-    "writing_paused",
 ]
 
 
 # -- 1. flow control ---------------------------------------------------------------------
-
-
-def writing_paused(protocol: BaseProtocol) -> bool:
-    """The transport's buffer is over its high-water mark."""
-    return protocol.writing_paused
 
 
 async def drain(protocol: BaseProtocol) -> None:

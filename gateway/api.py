@@ -41,6 +41,8 @@ NDJSON = "application/x-ndjson"
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes (413) without buffering
     it, and a body that takes longer than ``--read-timeout`` to arrive (408)."""
+    if request.content.is_eof():  # the whole body is here already: nothing to wait for
+        return await _read_body(request, limit)
     timeout = request.app[CONTEXT].settings.read_timeout
     try:
         async with asyncio.timeout(timeout):
@@ -86,6 +88,8 @@ def require_media_type(request: web.Request, accepted: tuple[str, ...], hint: st
     preflight, which only the origins listed in ``--allowed-origins`` pass.
     """
     raw = request.headers.get(hdrs.CONTENT_TYPE)
+    if raw in accepted:  # the usual case, exactly as sent: no parsing
+        return raw
     if raw is not None:
         media = request.content_type
         if media in accepted:

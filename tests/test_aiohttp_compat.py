@@ -39,13 +39,13 @@ async def test_1_drain_waits_for_a_paused_transport_to_resume() -> None:
 
     protocol.connection_made(Transport())
     protocol.pause_writing()
-    assert aiohttp_compat.writing_paused(protocol)
+    assert protocol.writing_paused
     waiter = asyncio.ensure_future(aiohttp_compat.drain(protocol))
     await asyncio.sleep(0)
     assert not waiter.done()
     protocol.resume_writing()
     await asyncio.wait_for(waiter, TIMEOUT)
-    assert not aiohttp_compat.writing_paused(protocol)
+    assert not protocol.writing_paused
 
 
 async def test_2_stream_writer_says_whether_it_chunks() -> None:

@@ -203,17 +203,17 @@ class Stream:
         transport.write(data)
         if transport.get_write_buffer_size() > self.max_queue_bytes:
             self.close(errors.SLOW_CONSUMER)
-        elif self._stall_timer is None and aiohttp_compat.writing_paused(self._protocol):
+        elif self._stall_timer is None and self._protocol.writing_paused:
             self._stall_timer = self.loop.call_later(self.write_timeout, self._check_stall)
 
     def _check_stall(self) -> None:
         self._stall_timer = None
-        if not self.closed and aiohttp_compat.writing_paused(self._protocol):
+        if not self.closed and self._protocol.writing_paused:
             self.close(errors.WRITE_TIMEOUT)
 
     async def drain(self) -> None:
         """Wait while the socket is blocked, at most ``--write-timeout`` seconds."""
-        if self.closed or not aiohttp_compat.writing_paused(self._protocol):
+        if self.closed or not self._protocol.writing_paused:
             return
         try:
             async with asyncio.timeout(self.write_timeout):
