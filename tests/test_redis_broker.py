@@ -44,9 +44,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server of the test's own on a free port; stopped by pid."""
-    port = free_port()
+def redis_server(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of the test's own on ``port`` (default: a free one), keeping
+    nothing on disk; stopped by pid."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             "redis-server",
@@ -553,3 +554,51 @@ async def _one_running(state: Any, *gws: Any) -> bool:
 
 async def _is_running(state: Any, gw: Any) -> bool:
     return bool(await state(gw) == "running")
+
+
+# -- a history that starts anew: the resume gets its gap ---------------------------------------
+
+
+async def _resume_after(gw: GatewayUnderTest, transport: str, since: str) -> Any:
+    reader = asyncio.create_task(
+        read_until(gw.url, transport, "news", query=f"since={since}", count=1)
+    )
+    await wait_for(lambda: gw.context.hub.subscriber_counts("news")[transport] == 1)
+    new = await gw.publish("news", {"after": True})
+    got = await asyncio.wait_for(reader, TIMEOUT)
+    return got, new
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_resume_after_the_redis_stream_is_deleted(redis_url: str, transport: str) -> None:
+    import redis.asyncio as aioredis
+
+    prefix = f"deleted{transport}:"
+    async with start_gateway(broker=redis_url, redis_prefix=prefix) as gw:
+        old = [await gw.publish("news", i) for i in range(5)]
+        r = aioredis.from_url(redis_url)
+        await r.delete(f"{prefix}t:news")  # behind the gateway's back
+        await r.aclose()
+        got, new = await _resume_after(gw, transport, old[2])
+    assert got.controls[0] == {"type": "gap", "topic": "news", "since": old[2], "first_id": None}
+    assert got.ids == [new]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_resume_after_redis_restarts_empty(transport: str) -> None:
+    port = free_port()
+    with contextlib.ExitStack() as first:
+        url, _ = first.enter_context(redis_server(port))
+        async with start_gateway(broker=url, redis_timeout=1.0) as gw:
+            old = [await gw.publish("news", i) for i in range(5)]
+            first.close()  # Redis is gone, with all it held
+            with redis_server(port):  # a new, empty one on the same port
+
+                async def healthy() -> bool:
+                    async with gw.session.get(f"{gw.url}/healthz") as r:
+                        return r.status == 200
+
+                await poll_until(healthy, what="the gateway to use the new Redis")
+                got, new = await _resume_after(gw, transport, old[2])
+    assert got.controls[0] == {"type": "gap", "topic": "news", "since": old[2], "first_id": None}
+    assert got.ids == [new]
