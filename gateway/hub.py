@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from . import errors
-from .broker import Broker
+from .broker import Broker, unknown_since
 from .errors import Disconnect, NotFound
 from .framing import Format, control_json, encode_messages, http_chunk
-from .ids import Key, format_id
+from .ids import ZERO, Key, format_id
 from .message import Message
 
 __all__ = ["Batch", "Hub", "Sink", "Subscriber"]
@@ -228,7 +228,9 @@ class Hub:
         if since is None:
             sub.cursor = read.last_key
         else:
-            sub.cursor = since
+            # An id this history never issued (unknown_since): the read answered
+            # from the start, and no live message may hide behind that id.
+            sub.cursor = ZERO if unknown_since(since, read.last_key) else since
             if read.gap:
                 sub.sink.write_control(
                     "gap",

@@ -79,3 +79,25 @@ async def test_a_fresh_subscriber_from_the_start_is_told_of_no_gap() -> None:
         first = await gw.publish("news", 1)
         got = await reader
         assert got.ids == [first] and got.controls == []
+
+
+async def test_an_id_newer_than_anything_this_history_issued_is_a_gap_then_everything() -> None:
+    """A gateway restarted after its clock stepped back issues ids older than the
+    ones its clients hold: a resume with such an id must not hide the new
+    messages behind it."""
+    async with start_gateway() as gw:
+        first = await gw.publish("news", 1)
+        ahead = "99999999999999-0"  # from a history whose clock ran ahead
+        for transport in TRANSPORTS:
+            got = await read_until(gw.url, transport, "news", query=f"since={ahead}", count=1)
+            assert got.controls[0]["type"] == "gap" and got.ids == [first], transport
+        async with gw.session.get(f"{gw.url}/topics/news/messages?since={ahead}") as r:
+            doc = await r.json()
+        assert doc["gap"] is True and [m["id"] for m in doc["messages"]] == [first]
+        # and live messages reach such a subscriber too
+        reader = asyncio.create_task(
+            read_until(gw.url, "sse", "news", query=f"since={ahead}", count=2)
+        )
+        await wait_for(lambda: gw.context.hub.subscriber_counts("news")["sse"] == 1)
+        second = await gw.publish("news", 2)
+        assert (await reader).ids == [first, second]

@@ -13,9 +13,18 @@ from typing import Protocol
 from ..ids import ZERO, Key
 from ..message import Message
 
-__all__ = ["Broker", "HistoryRead", "Listener", "TopicInfo", "resume_gap"]
+__all__ = ["Broker", "HistoryRead", "Listener", "TopicInfo", "resume_gap", "unknown_since"]
 
 Listener = Callable[[Message], None]
+
+
+def unknown_since(since: Key | None, last: Key) -> bool:
+    """``since`` is newer than any id the topic's current history ever issued:
+    it comes from an earlier history whose clock ran ahead of this one's (a
+    restart after the clock stepped back). A read then answers as for
+    ``since=0-0`` (everything retained), with a gap, so that no message of the
+    current history hides behind the client's id."""
+    return since is not None and since != ZERO and since > last
 
 
 def resume_gap(since: Key | None, evicted: Key | None, first: Key | None) -> bool:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Sequence
 from ..errors import Conflict, NotFound
 from ..ids import IdGenerator, Key
 from ..message import Message, now_ms
-from . import HistoryRead, Listener, TopicInfo, resume_gap
+from . import HistoryRead, Listener, TopicInfo, resume_gap, unknown_since
 
 __all__ = ["MESSAGE_OVERHEAD", "MemoryBroker"]
 
@@ -218,10 +218,14 @@ class MemoryBroker:
         if t is None:
             raise NotFound(f"unknown topic {topic!r}")
         history = t.history
-        start = 0 if since is None else bisect.bisect_right(history, since, key=_message_key)
+        unknown = unknown_since(since, t.ids.last)
+        if unknown:
+            start = 0
+        else:
+            start = 0 if since is None else bisect.bisect_right(history, since, key=_message_key)
         stop = len(history) if limit is None else min(len(history), start + limit)
         messages = [history[i] for i in range(start, stop)]
-        gap = resume_gap(since, t.evicted_last, history[0].key if history else None)
+        gap = unknown or resume_gap(since, t.evicted_last, history[0].key if history else None)
         first_id = history[0].id if history else None
         return HistoryRead(messages, gap, first_id, t.ids.last)
 

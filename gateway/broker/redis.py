@@ -45,7 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import Conflict, NotFound, Unavailable
 from ..ids import ZERO, Key, format_id, parse_id
 from ..message import Message, now_ms
-from . import HistoryRead, Listener, TopicInfo, resume_gap
+from . import HistoryRead, Listener, TopicInfo, resume_gap, unknown_since
 
 __all__ = ["RedisBroker"]
 
@@ -359,6 +359,9 @@ class RedisBroker:
             raise NotFound(f"unknown topic {topic!r}")
         with _guard():
             w = await self._window(topic, since, limit)
+            if unknown_since(since, w.last_key):  # rare: read again, everything
+                w = await self._window(topic, None, limit)
+                return HistoryRead(w.messages, True, w.first_id, w.last_key)
         return HistoryRead(w.messages, w.gap, w.first_id, w.last_key)
 
     async def _window(self, topic: str, since: Key | None, limit: int | None) -> _Window:
