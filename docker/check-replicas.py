@@ -414,12 +414,11 @@ async def main(args: argparse.Namespace) -> None:
             published = await publisher(session, base, args.seconds, args.interval)
             await killer
             retried = [p for p in published if p.attempts > 1]
+            shown = "; ".join(f"n={p.n} x{p.attempts} ({p.failures[0][:60]})" for p in retried[:8])
             say(
-                f"published n=0..{len(published) - 1}; {len(retried)} needed a retry: "
-                + "; ".join(f"n={p.n} x{p.attempts} ({p.failures[0][:60]})" for p in retried[:8])
+                f"published n=0..{len(published) - 1}; "
+                + (f"{len(retried)} needed a retry: {shown}" if retried else "none failed")
             )
-            if not retried:
-                say("(no publish failed: the kill fell between two publishes)")
 
             # 4. the truth, and the clients against it
             truth = await history(session, base)
