@@ -15,275 +15,32 @@
 #    and `docker compose down` finishing within the grace period with no container killed.
 # 5. Removes what it made: containers, network, images it built, wheels, and the engine.
 #
+# Steps 1-3 and 5 are docker/test-lib.sh, shared with docker/test-replicas.sh.
+#
 # Fails loudly (non-zero exit, "FAIL: ..." on stderr) on anything unexpected; never skips.
 # Every wait is bounded. Knobs (environment): STREAMGATE_TEST_MIN_IDS (default 5),
 # STREAMGATE_CACHE_DIR (default /var/cache/streamgate), KEEP=1 leaves everything running.
 
 set -Eeuo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-COMPOSE_FILE="$ROOT/docker-compose.yml"
-WHEEL_DIR="$ROOT/docker/wheels"
+TEST_NAME=test-compose
 PROJECT=streamgate-composetest
-IMAGE=streamgate
-BASE_IMAGE=python:3.12-slim
+COMPOSE_FILE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/docker-compose.yml
+# shellcheck source=docker/test-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"   # ROOT, LOGS, log, fail, cleanup, engine, images
+
 HOST_URL=http://127.0.0.1:8080
 CLIENTS=(ws sse chunked)
 MIN_IDS=${STREAMGATE_TEST_MIN_IDS:-5}
-CACHE_DIR=${STREAMGATE_CACHE_DIR:-/var/cache/streamgate}
-STATE=/run/streamgate-composetest            # our engine's socket, pid file, exec root, log
-DATA_ROOT=/var/lib/streamgate-composetest    # our engine's images and containers
-T0=$(date +%s)
-LOGS=$(mktemp -d /tmp/streamgate-composetest.XXXXXX)   # this run's logs, removed at the end
 
-log() { printf '[test-compose %4ss] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
-fail() {
-    printf '\nFAIL: %s\n\n' "$*" >&2
-    exit 1
-}
-trap 'fail "command failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
-
-[ "$(id -u)" = 0 ] || fail "run as root (it may install and start a Docker engine)"
-for tool in python3 timeout tar; do
-    command -v "$tool" > /dev/null || fail "$tool not found"
-done
-
-# ---------------------------------------------------------------- cleanup (always) ----
-
-STARTED_DOCKERD_PID=
-MADE_BASE_IMAGE=
-BUILT_IMAGE=
-MADE_WHEEL_DIR=
-HAD_DOCKER0=
-COMPOSE=()
-
-cleanup() {
-    local rc=$?
-    trap - ERR
-    set +e
-    if [ "$rc" != 0 ] && [ "${#COMPOSE[@]}" -gt 0 ] && docker info > /dev/null 2>&1; then
-        log "diagnostics after failure:"
-        "${COMPOSE[@]}" ps -a >&2
-        "${COMPOSE[@]}" logs --no-color --tail=40 >&2
-    fi
-    if [ "$rc" != 0 ] && [ -n "$STARTED_DOCKERD_PID" ]; then
-        log "dockerd log (last lines):"
-        tail -n 15 "$STATE/dockerd.log" >&2
-    fi
-    if [ "${KEEP:-}" = 1 ]; then
-        log "KEEP=1: leaving containers, images, engine (DOCKER_HOST=${DOCKER_HOST:-default}), logs in $LOGS"
-        exit "$rc"
-    fi
-    if [ "${#COMPOSE[@]}" -gt 0 ] && docker info > /dev/null 2>&1; then
-        log "cleaning up"
-        timeout 60 "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 5 > /dev/null 2>&1
-        # (An engine of our own goes whole, data root and all, below.)
-        if [ -n "$BUILT_IMAGE" ] && [ -z "$STARTED_DOCKERD_PID" ]; then
-            docker image rm -f "$IMAGE" > /dev/null 2>&1
-            docker image prune -f --filter label=org.streamgate.stage=build > /dev/null 2>&1
-        fi
-        if [ -n "$MADE_BASE_IMAGE" ] && [ -z "$STARTED_DOCKERD_PID" ]; then
-            docker image rm -f "$BASE_IMAGE" > /dev/null 2>&1
-        fi
-    fi
-    if [ -n "$MADE_WHEEL_DIR" ]; then rm -rf "$WHEEL_DIR"; fi
-    rm -rf "$LOGS"
-    if [ -n "$STARTED_DOCKERD_PID" ]; then
-        log "stopping the engine this run started (pid $STARTED_DOCKERD_PID)"
-        stop_dockerd "$STARTED_DOCKERD_PID"
-        log "removing its data root"
-        rm -rf "$DATA_ROOT" "$STATE"
-        # The engine leaves its default bridge behind; drop it if it was not there before.
-        if [ -z "$HAD_DOCKER0" ] && command -v ip > /dev/null; then
-            ip link delete docker0 2> /dev/null
-        fi
-    fi
-    log "cleaned up; exit $rc"
-    exit "$rc"
-}
-trap cleanup EXIT
-
-stop_dockerd() {
-    local pid=$1
-    kill -TERM "$pid" 2> /dev/null || return 0
-    for _ in $(seq 60); do
-        kill -0 "$pid" 2> /dev/null || return 0
-        sleep 0.5
-    done
-    log "dockerd $pid did not stop in 30 s: SIGKILL"
-    kill -KILL "$pid" 2> /dev/null
-    sleep 1
-}
-
-# --------------------------------------------------------------------- engine ----
-
-apt_install() {
-    log "apt-get install $*"
-    export DEBIAN_FRONTEND=noninteractive
-    if [ -z "${APT_UPDATED:-}" ]; then
-        timeout 300 apt-get -o DPkg::Lock::Timeout=240 update -q > "$LOGS/apt.log" 2>&1 ||
-            fail "apt-get update failed: $(tail -20 "$LOGS/apt.log")"
-        APT_UPDATED=1
-    fi
-    timeout 600 apt-get -o DPkg::Lock::Timeout=240 install -y -q --no-install-recommends "$@" \
-        > "$LOGS/apt.log" 2>&1 || fail "apt-get install $* failed: $(tail -20 "$LOGS/apt.log")"
-}
-
-engine_up() { timeout 20 docker info > /dev/null 2>&1; }
-
-if command -v docker > /dev/null && engine_up; then
-    log "using the running Docker engine (DOCKER_HOST=${DOCKER_HOST:-default})"
-else
-    command -v dockerd > /dev/null || apt_install docker.io
-    command -v docker > /dev/null || fail "docker CLI not found after installing docker.io"
-    mkdir -p "$STATE" "$DATA_ROOT"
-    # A private engine left behind by an earlier run of this script that was killed.
-    if [ -s "$STATE/dockerd.pid" ] && kill -0 "$(cat "$STATE/dockerd.pid")" 2> /dev/null; then
-        log "stopping the engine left by an earlier run (pid $(cat "$STATE/dockerd.pid"))"
-        stop_dockerd "$(cat "$STATE/dockerd.pid")"
-    fi
-    rm -rf "${DATA_ROOT:?}"/* "$STATE/exec"
-    if command -v ip > /dev/null && ip link show docker0 > /dev/null 2>&1; then HAD_DOCKER0=1; fi
-    export DOCKER_HOST="unix://$STATE/docker.sock"
-    log "starting dockerd on $DOCKER_HOST"
-    dockerd --host "$DOCKER_HOST" --data-root "$DATA_ROOT" --exec-root "$STATE/exec" \
-        --pidfile "$STATE/dockerd.pid" > "$STATE/dockerd.log" 2>&1 &
-    STARTED_DOCKERD_PID=$!
-    for _ in $(seq 60); do
-        engine_up && break
-        kill -0 "$STARTED_DOCKERD_PID" 2> /dev/null ||
-            fail "dockerd exited at start; its log: $(tail -20 "$STATE/dockerd.log")"
-        sleep 1
-    done
-    engine_up || fail "dockerd did not answer within 60 s; its log: $(tail -20 "$STATE/dockerd.log")"
-fi
-log "engine: $(docker version --format '{{.Server.Version}}')"
-
-if docker compose version > /dev/null 2>&1; then
-    COMPOSE_CMD=(docker compose)
-else
-    command -v docker-compose > /dev/null || apt_install docker-compose
-    COMPOSE_CMD=(docker-compose)
-fi
-COMPOSE=("${COMPOSE_CMD[@]}" --project-name "$PROJECT" --file "$COMPOSE_FILE")
-log "compose: $("${COMPOSE_CMD[@]}" version 2>/dev/null | sed -n 1p)"
-
-# Leftovers of an earlier run on a shared engine.
-timeout 60 "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 5 > /dev/null 2>&1 || true
-
-# The compose file publishes 127.0.0.1:8080: find out now, before building, if it is taken.
-python3 - << 'EOF' || fail "127.0.0.1:8080 is already in use on this machine: stop what listens there"
-import socket, sys
-s = socket.socket()
-s.settimeout(2)
-sys.exit(1 if s.connect_ex(("127.0.0.1", 8080)) == 0 else 0)
-EOF
-
-# ------------------------------------------------------------- stand-in base image ----
-
-debian_mirror() {
-    # The machine's own Debian mirror, read at run time (deb822 first, then one-line form).
-    local f url
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        url=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$f")
-        [ -n "$url" ] && { echo "$url"; return; }
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        url=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' "$f")
-        [ -n "$url" ] && { echo "$url"; return; }
-    done
-}
-
-make_base_image() {
-    local suite tarball rootfs mirror
-    # shellcheck disable=SC1091
-    suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-    tarball="$CACHE_DIR/rootfs-$suite-python3.tar"
-    if [ -s "$tarball" ] && tar -tf "$tarball" ./usr/bin/python3 > /dev/null 2>&1; then
-        log "stand-in root: cached $tarball"
-    else
-        command -v debootstrap > /dev/null || apt_install debootstrap
-        mirror=$(debian_mirror)
-        [ -n "$mirror" ] || fail "no Debian mirror found in /etc/apt/sources.list*"
-        mkdir -p "$CACHE_DIR"
-        rootfs=$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")
-        log "stand-in root: debootstrap $suite (minbase + python3, python3-venv)"
-        timeout 900 debootstrap --variant=minbase --include=python3,python3-venv \
-            "$suite" "$rootfs" "$mirror" > "$CACHE_DIR/debootstrap.log" 2>&1 ||
-            fail "debootstrap failed; see $CACHE_DIR/debootstrap.log: $(tail -5 "$CACHE_DIR/debootstrap.log")"
-        rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
-            "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
-        tar -C "$rootfs" -cf "$tarball.tmp" . || fail "could not pack the stand-in root"
-        mv "$tarball.tmp" "$tarball"
-        rm -rf "$rootfs"
-    fi
-    log "importing the stand-in as $BASE_IMAGE"
-    timeout 300 docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
-        "$tarball" "$BASE_IMAGE" > /dev/null || fail "docker import of the stand-in failed"
-    MADE_BASE_IMAGE=1
-}
-
-if docker image inspect "$BASE_IMAGE" > /dev/null 2>&1; then
-    log "base image $BASE_IMAGE already present: using it"
-else
-    make_base_image
-fi
-read -r PY_VER ARCH GLIBC < <(timeout 60 docker run --rm --network none --entrypoint python3 \
-    "$BASE_IMAGE" -c 'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.machine(), platform.libc_ver()[1])') ||
-    fail "python3 does not run in $BASE_IMAGE"
-log "base image runs Python $PY_VER on $ARCH, glibc $GLIBC"
-# pip download --platform takes exact tags: list every manylinux tag this glibc accepts.
-PLATFORMS=(--platform "manylinux2014_$ARCH")
-for ((minor = 17; minor <= ${GLIBC#2.}; minor++)); do
-    PLATFORMS+=(--platform "manylinux_2_${minor}_$ARCH")
-done
-
-# ------------------------------------------------------------ wheels, then build ----
-
-log "downloading wheels for Python $PY_VER into docker/wheels/"
-rm -rf "$WHEEL_DIR"    # build-only and git-ignored: whatever an earlier run left goes
-MADE_WHEEL_DIR=1
-mkdir -p "$WHEEL_DIR"
-# The same set the Dockerfile installs by default (EXTRAS=clients, SKIP_PACKAGES=matplotlib),
-# plus the build system, straight from pyproject.toml (nothing is built in the work tree).
-python3 "$ROOT/docker/requirements-from-pyproject.py" "$ROOT/pyproject.toml" \
-    --build --base --extras clients --skip matplotlib > "$LOGS/requirements.txt" ||
-    fail "could not read the requirements from pyproject.toml"
-timeout 600 python3 -m pip download --quiet --dest "$WHEEL_DIR" --only-binary=:all: \
-    --python-version "$PY_VER" --implementation cp --abi "cp${PY_VER/./}" "${PLATFORMS[@]}" \
-    -r "$LOGS/requirements.txt" > "$LOGS/pip.log" 2>&1 ||
-    fail "pip download of the dependencies failed: $(grep -v '^WARNING' "$LOGS/pip.log" | tail -20)"
-log "$(find "$WHEEL_DIR" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEEL_DIR" | cut -f1)"
-
-export STREAMGATE_PIP_NO_INDEX=1 STREAMGATE_PIP_FIND_LINKS=/wheels
-log "docker compose build"
-BUILT_IMAGE=1
-timeout 900 "${COMPOSE[@]}" build > "$LOGS/build.log" 2>&1 ||
-    fail "compose build failed: $(tail -30 "$LOGS/build.log")"
-rm -f "$LOGS/build.log"
-log "image $IMAGE: $(docker image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}')"
+start_engine
+port_free 8080   # what the compose file publishes
+python_base_image
+build_image
 
 # ------------------------------------------------------------------------- up ----
 
-
-wait_healthy() {
-    local deadline=$(($(date +%s) + 90)) health
-    while :; do
-        health=$(docker inspect --format '{{.State.Health.Status}}' "$1")
-        [ "$health" = healthy ] && return 0
-        [ "$(date +%s)" -lt "$deadline" ] || fail "gateway not healthy within 90 s (it is $health)"
-        sleep 1
-    done
-}
-
-log "docker compose up -d"
-timeout 240 "${COMPOSE[@]}" up -d > "$LOGS/up.log" 2>&1 ||
-    fail "compose up failed: $(tail -30 "$LOGS/up.log")"
-rm -f "$LOGS/up.log"
-
-cid() { "${COMPOSE[@]}" ps -q "$1" 2> /dev/null | sed -n 1p; }
+compose_up
 GATEWAY_CID=$(cid gateway)
 [ -n "$GATEWAY_CID" ] || fail "no gateway container"
 wait_healthy "$GATEWAY_CID"
