@@ -28,7 +28,7 @@ from tests.helpers import (
     start_gateway,
     wait_for,
 )
-from tests.wire import read_until
+from tests.wire import open_reader, read_until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
@@ -602,3 +602,22 @@ async def test_resume_after_redis_restarts_empty(transport: str) -> None:
                 got, new = await _resume_after(gw, transport, old[2])
     assert got.controls[0] == {"type": "gap", "topic": "news", "since": old[2], "first_id": None}
     assert got.ids == [new]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_message_published_once_the_response_is_seen_is_never_skipped(
+    redis_url: str, transport: str
+) -> None:
+    """A stream without ``since`` on a topic new to this replica: the response
+    goes out, the client publishes at once (here on the other replica), and the
+    replica's watch of the topic is still on its way to Redis. The message must
+    arrive, without a gap; "from now" is fixed before the response, not after
+    the watch (which skipped it)."""
+    async with replicas(redis_url, f"fromnow{transport}:") as (a, b):
+        for i in range(10):
+            topic = f"fresh{i}"
+            async with open_reader(a.url, transport, topic) as (_, items):
+                msg_id = await b.publish(topic, {"i": i})
+                async with asyncio.timeout(TIMEOUT):
+                    first = await anext(items)
+                assert not first.is_control and first.id == msg_id, first.obj

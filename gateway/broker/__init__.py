@@ -94,8 +94,14 @@ class Broker(Protocol):
 
     async def has_topic(self, topic: str) -> bool: ...
 
-    async def create_topic(self, topic: str) -> None:
-        """Make ``topic`` exist (idempotent). Raises Conflict past max_topics."""
+    async def create_topic(self, topic: str) -> Key:
+        """Make ``topic`` exist (idempotent) and return the id of its newest
+        message (``ZERO`` when it has none). Raises Conflict past max_topics.
+
+        A subscription without ``since`` starts from this id, taken before its
+        response goes out: whatever is published once the client has seen the
+        response is after it, so it is replayed or delivered live, never
+        skipped while the hub starts watching the topic."""
 
     async def publish(self, topic: str, data_json: Sequence[bytes]) -> list[Message]:
         """Append one message per item, in order; returns them with their ids."""

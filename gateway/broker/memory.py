@@ -143,8 +143,8 @@ class MemoryBroker:
             t = self._topics[topic] = _Topic(self._history_size, self._clock)
         return t
 
-    async def create_topic(self, topic: str) -> None:
-        self._topic(topic)
+    async def create_topic(self, topic: str) -> Key:
+        return self._topic(topic).ids.last
 
     def publish_now(self, topic: str, data_json: Sequence[bytes]) -> list[Message]:
         """Synchronous publish (the memory broker never waits)."""

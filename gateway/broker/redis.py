@@ -73,10 +73,12 @@ CREATE_LUA = (
     + _ADMIT
     + """
 redis.call('ZADD', KEYS[1], 'NX', now, ARGV[1])
-return 1
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if last[1] then return last[1][1] end
+return '0-0'
 """
 )
-"""KEYS: activity. ARGV: topic, max_topics."""
+"""KEYS: activity, stream. ARGV: topic, max_topics -> the id of its newest entry."""
 
 PUBLISH_LUA = (
     _NOW_MS
@@ -307,9 +309,12 @@ class RedisBroker:
                 code="too_many_topics",
             ) from None
 
-    async def create_topic(self, topic: str) -> None:
+    async def create_topic(self, topic: str) -> Key:
         with _guard(), self._admitting():
-            await self._scripts["create"](keys=[self._activity_key], args=[topic, self._max_topics])
+            last = await self._scripts["create"](
+                keys=[self._activity_key, self._key(topic)], args=[topic, self._max_topics]
+            )
+        return parse_id(_s(last))
 
     async def topics(self) -> list[TopicInfo]:
         with _guard():

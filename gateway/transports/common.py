@@ -126,7 +126,12 @@ async def parse_stream_request(
     if not per_connection and request.method != "HEAD":
         # A topic nobody has published to yet is made here, so its subscribers
         # wait for its first message (409 past --max-topics, like a publish).
-        await ctx.broker.create_topic(topic)
+        newest = await ctx.broker.create_topic(topic)
+        if since is None:
+            # "From now" is fixed before the response goes out: a message
+            # published once the client sees it is after this id (replayed if
+            # it beats the hub's watch), never silently skipped.
+            since = newest
     params = NO_PARAMS
     if per_connection and query:
         params = {k: v for k, v in query.items() if k not in RESERVED_PARAMS}
