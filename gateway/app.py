@@ -27,7 +27,7 @@ from .limits import ConnectionGate, Tally, accept_error_handler, max_connections
 from .origins import ORIGINS, OriginPolicy
 from .responses import name_the_server
 from .settings import Settings
-from .sources import count, load_target, parse_spec, run_shared, takes_skip, ticks
+from .sources import PerConnection, count, load_target, parse_spec, run_shared, ticks
 from .transports.common import validate_topic
 from .transports.stream import reset_connection
 
@@ -61,12 +61,16 @@ def build_app(settings: Settings, *, authorize: Authorize | None = None) -> web.
     hub = Hub(broker, write_delay=settings.write_delay)
     auth = Auth(settings, authorize=authorize)
     ctx = Context(settings=settings, broker=broker, hub=hub, auth=auth)
-    ctx.streams["count"] = count
+    ctx.streams["count"] = PerConnection(count)
     for spec in settings.streams:
         name, target = parse_spec(spec)
-        ctx.streams[validate_topic(name)] = load_target(target)
-    for factory in ctx.streams.values():
-        takes_skip(factory)  # read each signature once, at load; requests hit the cache
+        ctx.streams[validate_topic(name)] = PerConnection(load_target(target))
+    if settings.tick_interval > 0:
+        interval = settings.tick_interval
+        ctx.shared[TICKS] = lambda: ticks(interval)
+    for spec in settings.sources:
+        name, target = parse_spec(spec)
+        ctx.shared[validate_topic(name)] = load_target(target)
 
     app = web.Application()  # no middleware: see responses.json_errors
     app[CONTEXT] = ctx
@@ -84,22 +88,11 @@ def build_app(settings: Settings, *, authorize: Authorize | None = None) -> web.
     return app
 
 
-def _shared_sources(ctx: Context) -> dict[str, Callable[[], AsyncIterator[object]]]:
-    settings = ctx.settings
-    sources: dict[str, Callable[[], AsyncIterator[object]]] = {}
-    if settings.tick_interval > 0:
-        interval = settings.tick_interval
-        sources[TICKS] = lambda: ticks(interval)
-    for spec in settings.sources:
-        name, target = parse_spec(spec)
-        sources[validate_topic(name)] = load_target(target)
-    return sources
-
-
 def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]]:
     async def background(app: web.Application) -> AsyncIterator[None]:
         await ctx.broker.start()
-        sources = _shared_sources(ctx)
+        ctx.started = True
+        sources = ctx.shared
         for name in (*ctx.settings.topics, *sources):
             if name in ctx.streams:
                 raise ValueError(f"{name!r} is both a topic and a per-connection stream")
@@ -124,6 +117,7 @@ def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            ctx.started = False
             await ctx.broker.close()
 
     return background
@@ -189,7 +183,9 @@ async def running(
     get their goodbye, handlers get the rest of the grace, then connections
     that are still open (clients that do not read) are dropped.
     """
-    app = build_app(settings, authorize=authorize)
+    from .embed import Gateway  # the public API, built on build_app
+
+    app = Gateway(settings, authorize=authorize).app
     ctx = app[CONTEXT]
     runner = web.AppRunner(
         app,
