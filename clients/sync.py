@@ -357,6 +357,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"bearer token, sent as Authorization: Bearer (default: ${TOKEN_ENV})",
     )
     p.add_argument("--max-retries", type=int, help="give up after N failed reconnections")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="retry the first connection too, for a client started before its server",
+    )
     return p
 
 
@@ -381,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         limit=args.limit,
         on_control=_note,
         max_retries=args.max_retries,
+        fail_fast=not args.wait,
         token=token or None,
     )
     received = 0

@@ -449,6 +449,33 @@ async def test_script_errors(kind: str) -> None:
             assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("kind", list(SCRIPTS))
+async def test_script_waits_for_the_gateway(kind: str) -> None:
+    """--wait: a client started before its gateway retries the first connection (without
+    it: 'cannot connect', status 1, test_script_errors), then reads once the gateway is up."""
+    module, label, extra = SCRIPTS[kind]
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with script(
+        module, url, "--topic", "news", "--since", "0-0", "--count", "3", "--wait", *extra
+    ) as s:
+        assert s.proc.stderr is not None
+        notes: list[str] = []
+        async with asyncio.timeout(TIMEOUT):
+            # Its first attempt failed, and it is trying again rather than giving up.
+            while not any("reconnecting in" in note for note in notes):
+                line = await s.proc.stderr.readline()
+                assert line, f"the client exited ({await s.proc.wait()}): {notes}"
+                notes.append(line.decode())
+        assert s.proc.returncode is None
+        async with start_gateway(topics=("news",), port=port) as gw:
+            ids = await gw.publish_many("news", [{"i": i} for i in range(3)])
+            status, err = await s.finish()
+    assert status == 0, [*notes, err]
+    assert s.lines == [f'{label} {ids[i]} {{"i":{i}}}' for i in range(3)]
+    assert "Traceback" not in "".join(notes) + err
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_client_follows_goodbye_to_restarted_gateway(kind: str) -> None:
     """Server shutdown: goodbye (WS close 1001), the client keeps retrying and resumes."""
