@@ -37,12 +37,20 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Seque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
+try:
+    import aiohttp
 
-from clients.chunked import ChunkedClient
-from clients.sse import SSEClient
-from clients.sync import SyncClient
-from clients.ws import WSClient
+    from clients.chunked import ChunkedClient
+    from clients.sse import SSEClient
+    from clients.sync import SyncClient
+    from clients.ws import WSClient
+except ModuleNotFoundError as exc:  # run as a script without them: one line, not a traceback
+    if __name__ != "__main__":
+        raise
+    sys.exit(
+        f"error: python -m clients.compare needs every client's dependencies ({exc}): "
+        "pip install -e '.[clients]'"
+    )
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -561,6 +569,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0:
         print("error: --seconds must be positive", file=sys.stderr)
         return 2
+    if args.plot:
+        # Said now, not after the run.
+        try:
+            import matplotlib  # noqa: F401
+        except ModuleNotFoundError as exc:
+            print(
+                f"error: --plot needs matplotlib ({exc}): pip install -e '.[clients]'",
+                file=sys.stderr,
+            )
+            return 1
     progress = None if args.quiet else _progress_printer(args.seconds)
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     try:

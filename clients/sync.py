@@ -32,7 +32,15 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-import requests
+try:
+    import requests
+except ModuleNotFoundError as exc:  # run as a script without it: one line, not a traceback
+    if __name__ != "__main__":
+        raise
+    sys.exit(
+        f"error: python -m clients.sync needs requests ({exc}): "
+        "pip install -e '.[clients]' (or pip install requests)"
+    )
 
 __all__ = ["Message", "Stats", "StreamError", "SyncClient", "Token", "main"]
 

@@ -202,6 +202,30 @@ async def test_compare_cli_json_and_plot(tmp_path: Path) -> None:
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
+async def test_compare_cli_plot_without_matplotlib_says_so_before_the_run(tmp_path: Path) -> None:
+    """--plot where matplotlib cannot be imported: one line naming the pip command, at
+    once, before any connection (nothing listens on the URL: that error would come next)."""
+    plot = tmp_path / "latency.png"
+    code = (
+        "import runpy, sys; sys.modules['matplotlib'] = None; "  # as if not installed
+        "runpy.run_module('clients.compare', run_name='__main__', alter_sys=True)"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "http://127.0.0.1:9", "--plot", str(plot),
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(TIMEOUT):
+        out, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert out == b""
+    assert err.decode().splitlines() == [
+        "error: --plot needs matplotlib (import of matplotlib halted; None in sys.modules): "
+        "pip install -e '.[clients]'"
+    ]
+    assert not plot.exists()
+
+
 async def test_compare_cli_table() -> None:
     async with start_gateway(topics=("news",)) as gw:
         await gw.publish_many("news", [{"i": i} for i in range(5)])
