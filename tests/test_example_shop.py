@@ -12,14 +12,17 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser
 
 from tests.helpers import TIMEOUT, free_port, poll_until
-from tests.test_page import ALL_COUNT_AT_LEAST, ALL_HAVE_ID, MS, browser  # noqa: F401
+from tests.test_page import ALL_COUNT_AT_LEAST, ALL_HAVE_ID, MS
 from tests.wire import read_until
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "shop.py"
 
@@ -98,7 +101,7 @@ async def test_the_example_streams_its_orders_to_signed_in_users(transport: str)
 
 
 @pytest.mark.browser
-async def test_the_gateways_page_works_under_the_prefix(browser: Browser) -> None:  # noqa: F811
+async def test_the_gateways_page_works_under_the_prefix(browser: Browser) -> None:
     async with shop() as url, aiohttp.ClientSession() as http:
         context = await browser.new_context()
         try:
