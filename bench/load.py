@@ -110,6 +110,9 @@ def request_bytes(cfg: SubConfig) -> bytes:
         )
     elif cfg.transport == "sse":
         head += "Accept: text/event-stream\r\n"
+    elif cfg.transport == "chunked":
+        # Nchan's http-chunked subscriber answers 403 without it; aiohttp ignores it.
+        head += "TE: chunked\r\n"
     return (head + "\r\n").encode()
 
 
@@ -416,7 +419,8 @@ def publisher_main(
                     length = int(m.group(1)) if m else 0
                     if len(buf) < end + 4 + length:
                         break
-                    if buf[9:12] in (b"201", b"200"):
+                    # 2xx: Nchan answers 202 when the channel has no subscriber yet.
+                    if buf[9:10] == b"2":
                         ok += 1
                         messages += per_request
                     else:
