@@ -71,7 +71,7 @@ def machine() -> dict[str, Any]:
 
 
 def quick(args: argparse.Namespace) -> int:
-    cfg = Config(ns=(100,), latency_ns=(), warmup=0.4, window=1.0)
+    cfg = Config(ns=(100,), latency_ns=(), modes=tuple(QUICK_FLOORS), warmup=0.4, window=1.0)
     kinds = [gateway_kind(0.0), KINDS["baseline"]]
     rows = run_matrix(kinds, tuple(args.transports), cfg, _log)
     failures = []

@@ -57,12 +57,11 @@ def fanout_table(rows: list[Row]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = sorted(
         {(r["transport"], r["n"], r["mode"]) for r in fan},
-        key=lambda k: (("chunked", "sse", "ws").index(k[0]), k[1], k[2] != "single"),
+        key=lambda k: (("chunked", "sse", "ws").index(k[0]), k[1], _mode_order(k[2])),
     )
     for transport, n, mode in keys:
         base = find(fan, server=BASELINE, transport=transport, n=n, mode=mode)
-        publish = "1 msg/POST" if mode == "single" else "batch POST"
-        cells = [transport, str(n), publish]
+        cells = [transport, str(n), _publish_label(mode)]
         cells.append(_cell(base))
         limit = []
         for name, _ in gws:
@@ -94,6 +93,51 @@ def _cell(r: Row | None) -> str:
     return text
 
 
+def cost_table(rows: list[Row]) -> str:
+    """Server CPU and TCP segments per delivery, every server, every fan-out and latency row."""
+    picked = [
+        r
+        for r in rows
+        if r["scenario"] in ("fanout", "latency") and r.get("segments_per_delivery") is not None
+    ]
+    out = [
+        "| transport | N | publish | server | server processes | server µs CPU/deliv |"
+        " TCP segments/deliv (host) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    order = {"chunked": 0, "sse": 1, "ws": 2}
+    for r in sorted(
+        picked,
+        key=lambda r: (order[r["transport"]], r["n"], _mode_order(_regime(r)), r["server"]),
+    ):
+        out.append(
+            f"| {r['transport']} | {r['n']} | {_publish_label(_regime(r))} | {r['label']} | "
+            f"{r.get('server_processes', 1)} | {_num(r['server_us_per_delivery'], '.2f')} | "
+            f"{r['segments_per_delivery']:.2f} |"
+        )
+    return "\n".join(out)
+
+
+def _regime(r: Row) -> str:
+    return "latency" if r["scenario"] == "latency" else str(r["mode"])
+
+
+MODES = ("seq", "single", "burst", "latency")
+
+
+def _mode_order(mode: str) -> int:
+    return MODES.index(mode) if mode in MODES else len(MODES)
+
+
+def _publish_label(mode: str) -> str:
+    return {
+        "seq": "1 msg/POST, 1 conn",
+        "single": "1 msg/POST, 8 conns",
+        "burst": "batch POST",
+        "latency": "100 msg/s (latency)",
+    }.get(mode, mode)
+
+
 def sse_peer_table(rows: list[Row]) -> str:
     fan = [r for r in rows if r["scenario"] == "fanout" and r["transport"] == "sse"]
     gws = _gateways(fan)
@@ -101,14 +145,13 @@ def sse_peer_table(rows: list[Row]) -> str:
     for _, label in gws:
         head += [f"{label}", "× peer"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    keys = sorted({(r["n"], r["mode"]) for r in fan}, key=lambda k: (k[0], k[1] != "single"))
+    keys = sorted({(r["n"], r["mode"]) for r in fan}, key=lambda k: (k[0], _mode_order(k[1])))
     for n, mode in keys:
         for name in PEERS:
             peer = find(fan, server=name, n=n, mode=mode)
             if peer is None:
                 continue
-            publish = "1 msg/POST" if mode == "single" else "batch POST"
-            cells = [str(n), publish, peer["label"], _cell(peer)]
+            cells = [str(n), _publish_label(mode), peer["label"], _cell(peer)]
             for gw, _ in gws:
                 r = find(fan, server=gw, n=n, mode=mode)
                 cells += [_cell(r), _x(ratio(rate(r), rate(peer)))]
@@ -328,6 +371,7 @@ def markdown(rows: list[Row]) -> str:
         ("Fan-out", fanout_table),
         ("SSE against sse-starlette", sse_peer_table),
         ("Latency", latency_table),
+        ("Server CPU and TCP segments per delivery", cost_table),
         ("Idle memory", memory_table),
         ("Slow reader", slow_table),
         ("send() floor", floor_table),

@@ -11,7 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from .common import HOST, REPO, free_port, proc_cpu, proc_rss_kib, server_preexec
+from .common import HOST, REPO, free_port, proc_cpu, proc_rss_kib, server_preexec, session_pids
 
 __all__ = ["KINDS", "Server", "ServerKind"]
 
@@ -145,8 +145,13 @@ class Server:
         finally:
             conn.close()
 
+    def pids(self) -> list[int]:
+        """Every process of the server (its session), the one started first."""
+        return session_pids(self.pid) if self.proc is not None else []
+
     def cpu(self) -> float:
-        return proc_cpu(self.pid)
+        """User + system CPU seconds of all the server's processes."""
+        return sum(proc_cpu(pid) for pid in self.pids())
 
     def rss_kib(self) -> int:
         return proc_rss_kib(self.pid)
