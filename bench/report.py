@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["check_targets", "find", "latency_plot", "markdown", "rate", "ratio"]
+__all__ = ["check_targets", "find", "latency_plot", "markdown", "nchan_table", "rate", "ratio"]
 
 Row = dict[str, Any]
 BASELINE = "baseline"
@@ -84,10 +84,13 @@ def _busy(r: Row) -> str:
     return text if core is None else f"{text}/{core:.0%}"
 
 
-def _cell(r: Row | None) -> str:
+def _cell(r: Row | None, segs: bool = False) -> str:
     if r is None:
         return "—"
-    text = f"{r['deliveries_per_s']:,.0f} ({_num(r['server_us_per_delivery'], '.2f')})"
+    per = _num(r["server_us_per_delivery"], ".2f")
+    if segs:
+        per += ", " + _num(r.get("segments_per_delivery"), ".2f")
+    text = f"{r['deliveries_per_s']:,.0f} ({per})"
     if r.get("dropped_connections"):
         text += f" ⚠ {r['dropped_connections']} dropped"
     return text
@@ -159,6 +162,34 @@ def sse_peer_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+NCHAN = "nchan"
+
+
+def nchan_table(rows: list[Row]) -> str:
+    """streamgate against Nchan, same run: every transport, N and publish regime."""
+    fan = [r for r in rows if r["scenario"] == "fanout"]
+    na = [r for r in rows if r["scenario"] == "na" and r["server"] == NCHAN]
+    gws = _gateways(fan)
+    head = ["transport", "N", "publish", "Nchan deliv/s (µs/deliv, seg/deliv)"]
+    for _, label in gws:
+        head += [f"{label} deliv/s (µs/deliv, seg/deliv)", "× Nchan"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = sorted(
+        {(r["transport"], r["n"], r["mode"]) for r in [*fan, *na] if r["server"] == NCHAN},
+        key=lambda k: (("chunked", "sse", "ws").index(k[0]), k[1], _mode_order(k[2])),
+    )
+    for transport, n, mode in keys:
+        peer = find(fan, server=NCHAN, transport=transport, n=n, mode=mode)
+        skipped = find(na, transport=transport, n=n, mode=mode)
+        cells = [transport, str(n), _publish_label(mode)]
+        cells.append(f"n/a ({skipped['reason']})" if skipped else _cell(peer, segs=True))
+        for name, _ in gws:
+            r = find(fan, server=name, transport=transport, n=n, mode=mode)
+            cells += [_cell(r, segs=True), _x(ratio(rate(r), rate(peer)))]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def _sock(r: Row, key: str) -> float:
     """A latency figure at the subscriber's socket (older runs have only the process's)."""
     value = r.get("sock_" + key)
@@ -199,7 +230,8 @@ def memory_table(rows: list[Row]) -> str:
     head.append("most held in one process")
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in mem:
-        cells = [r["label"], r["transport"], f"{r['rss0_kib'] / 1024:.1f}"]
+        label = r["label"] + (" — worker RSS" if r.get("rss_of") == "nginx worker" else "")
+        cells = [label, r["transport"], f"{r['rss0_kib'] / 1024:.1f}"]
         by = {p["connections"]: p for p in r["points"]}
         for s in steps:
             p = by.get(s)
@@ -370,6 +402,7 @@ def markdown(rows: list[Row]) -> str:
         ("Targets", targets_table),
         ("Fan-out", fanout_table),
         ("SSE against sse-starlette", sse_peer_table),
+        ("Against Nchan", nchan_table),
         ("Latency", latency_table),
         ("Server CPU and TCP segments per delivery", cost_table),
         ("Idle memory", memory_table),

@@ -529,6 +529,9 @@ def _phase(server: Server, transport: str, n: int, phase: str, cfg: Config, log:
         wait_server_idle(server)
 
 
+NO_BATCH = "no batch publish endpoint"
+
+
 def run_matrix(
     kinds: list[ServerKind], transports: tuple[str, ...], cfg: Config, log: Log
 ) -> list[Row]:
@@ -546,6 +549,22 @@ def run_matrix(
             try:
                 for n in cfg.ns:
                     phases = list(cfg.modes)
+                    if "burst" in phases and not kind.batch:
+                        # No batch endpoint: no figure, said so in the rows and the tables
+                        # (its concurrent one-message POSTs are the 'single' regime).
+                        phases.remove("burst")
+                        log(f"  n/a     {kind.label} {transport} N={n} burst: {NO_BATCH}")
+                        rows.append(
+                            {
+                                "scenario": "na",
+                                "server": kind.name,
+                                "label": kind.label,
+                                "transport": transport,
+                                "n": n,
+                                "mode": "burst",
+                                "reason": NO_BATCH,
+                            }
+                        )
                     if n in cfg.latency_ns:
                         phases.insert(0, "latency")
                     for phase in phases:
@@ -630,7 +649,7 @@ def measure_memory(kind: ServerKind, transport: str, steps: tuple[int, ...], log
             point = {
                 "connections": target,
                 "held_by_clients": held,
-                "server_says": body.decode(errors="replace")[:200] if status == 200 else status,
+                "server_says": _health(body) if status == 200 else status,
                 "rss_kib": rss,
                 "kib_per_connection": (rss - rss0) / target,
             }
@@ -651,9 +670,20 @@ def measure_memory(kind: ServerKind, transport: str, steps: tuple[int, ...], log
         "server": kind.name,
         "label": kind.label,
         "transport": transport,
+        "rss_of": "nginx worker" if kind.rss_of == "workers" else "server process",
         "rss0_kib": rss0,
         "points": points,
     }
+
+
+def _health(body: bytes) -> str:
+    """What ``/healthz`` says, short (Nchan's stub status: its channel and subscriber lines)."""
+    text = body.decode(errors="replace")
+    if "nchan version" in text:
+        text = ", ".join(
+            line for line in text.splitlines() if line.startswith(("channels:", "subscribers:"))
+        )
+    return text[:200]
 
 
 def measure_slow_reader(kind: ServerKind, seconds: float, log: Log) -> Row:
