@@ -3,7 +3,9 @@
 They are deliberately light, so the client side is not what limits a figure:
 
 * a subscriber counts deliveries with ``bytes.count(b'"t0":')`` (the bench's one
-  data key, once per message whatever the framing) and never parses a frame;
+  data key, once per message whatever the framing: streamgate's envelope, or
+  Nchan's bare body in an SSE event, an HTTP chunk or a WebSocket frame) and
+  never parses a frame;
   in latency mode it also pulls every ``t0`` with one regex per ``recv()``,
   and times each delivery twice: when the kernel queued the bytes on the
   subscriber's socket (``SO_TIMESTAMPNS``, the receipt the server controls)
