@@ -199,7 +199,14 @@ async def running(
     gate = ctx.gate = ConnectionGate(max_connections(settings.max_connections))
     await runner.setup()
     try:
-        site = GatewaySite(runner, settings.host, settings.port, wrap=gate.wrap, backlog=4096)
+        site = GatewaySite(
+            runner,
+            settings.host,
+            settings.port,
+            wrap=gate.wrap,
+            backlog=4096,
+            reuse_port=settings.workers > 1,
+        )
         await site.start()
         yield Running(app, runner, site.port)
     finally:
@@ -240,6 +247,7 @@ def warn_if_open(settings: Settings, port: int | None = None) -> bool:
     port = settings.port if port is None else port
     host = settings.host or "0.0.0.0"
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    local = False
     if host in ("0.0.0.0", "::"):
         where += ", every interface: other machines reach it too"
     else:
@@ -250,8 +258,9 @@ def warn_if_open(settings: Settings, port: int | None = None) -> bool:
         where += ", this machine only" if local else ""
     log.warning(
         "no access control: anyone who can reach the gateway may publish, delete topics and "
-        "read every topic; it listens on %s (--host 127.0.0.1 keeps it to this machine)",
+        "read every topic; it listens on %s%s",
         where,
+        "" if local else " (--host 127.0.0.1 keeps it to this machine)",
     )
     return True
 
