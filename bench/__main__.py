@@ -30,6 +30,7 @@ from .run import (
     Config,
     measure_floor,
     measure_memory,
+    measure_publish,
     measure_slow_reader,
     run_matrix,
 )
@@ -173,7 +174,7 @@ def full(args: argparse.Namespace) -> int:
         cfg.memory_steps = tuple(s for s in cfg.memory_steps if s <= 1000) or (1000,)
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
-    scenarios = set(args.only or ["floor", "fanout", "memory", "slow"])
+    scenarios = set(args.only or ["floor", "fanout", "publish", "memory", "slow"])
     if "floor" in scenarios:
         rows += _guarded(_floor_rows, args, cfg, peers)
     if "fanout" in scenarios:
@@ -187,6 +188,8 @@ def full(args: argparse.Namespace) -> int:
         # Each peer runs only the transports it has (sse-starlette: SSE).
         kinds += [KINDS[p] for p in PEERS if p in peers]
         rows += run_matrix(kinds, tuple(args.transports), cfg, _log)
+    if "publish" in scenarios:
+        rows += _guarded(_publish_rows, args, cfg, peers)
     if "memory" in scenarios:
         rows += _guarded(_memory_rows, args, cfg, peers)
     if "slow" in scenarios:
@@ -207,6 +210,15 @@ def _floor_rows(args: argparse.Namespace, cfg: Config, peers: list[str]) -> list
     ]
     # The latency regime: one round to every socket each 10 ms (100 msg/s).
     rows.append(measure_floor(cfg.floor_n, 1, cfg.floor_seconds, cfg, _log, 1 / cfg.latency_rate))
+    return rows
+
+
+def _publish_rows(args: argparse.Namespace, cfg: Config, peers: list[str]) -> list[dict[str, Any]]:
+    _log("publishing with no subscriber: the gateway against a bare aiohttp handler (201)")
+    rows = []
+    for _ in range(2):  # alternated: A B A B, each the best of its windows
+        rows.append(measure_publish(gateway_kind(0.0, repo=args.gateway_from), cfg, _log))
+        rows.append(measure_publish(KINDS["bare"], cfg, _log))
     return rows
 
 
@@ -296,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         choices=["chunked", "sse", "ws"],
     )
     parser.add_argument(
-        "--only", nargs="+", choices=["floor", "fanout", "memory", "slow"], help="full mode: subset"
+        "--only",
+        nargs="+",
+        choices=["floor", "fanout", "publish", "memory", "slow"],
+        help="full mode: subset",
     )
     parser.add_argument(
         "--peers",

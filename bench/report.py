@@ -190,6 +190,27 @@ def nchan_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def publish_table(rows: list[Row]) -> str:
+    """POST /topics/{t} with no subscriber against the bare aiohttp handler (201),
+    alternated in the same run: every pair, and the ratio of the best of each."""
+    pub = [r for r in rows if r["scenario"] == "publish"]
+    out = [
+        "| server | POST/s (each window) | best | server CPU | × bare aiohttp |",
+        "|---|---|---|---|---|",
+    ]
+    bare = [r["requests_per_s"] for r in pub if r["server"] == "bare"]
+    for name in dict.fromkeys(r["server"] for r in pub):
+        mine = [r for r in pub if r["server"] == name]
+        best = max(mine, key=lambda r: r["requests_per_s"])
+        each = ", ".join(f"{r['requests_per_s']:,.0f}" for r in mine)
+        x = ratio(best["requests_per_s"], max(bare)) if bare else None
+        out.append(
+            f"| {best['label']} | {each} | {best['requests_per_s']:,.0f} | "
+            f"{best['server_cpu']:.0%} | {_x(x)} |"
+        )
+    return "\n".join(out)
+
+
 def _sock(r: Row, key: str) -> float:
     """A latency figure at the subscriber's socket (older runs have only the process's)."""
     value = r.get("sock_" + key)
@@ -403,6 +424,7 @@ def markdown(rows: list[Row]) -> str:
         ("Fan-out", fanout_table),
         ("SSE against sse-starlette", sse_peer_table),
         ("Against Nchan", nchan_table),
+        ("Publishing with no subscriber", publish_table),
         ("Latency", latency_table),
         ("Server CPU and TCP segments per delivery", cost_table),
         ("Idle memory", memory_table),

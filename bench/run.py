@@ -38,6 +38,7 @@ __all__ = [
     "measure_floor",
     "measure_latency",
     "measure_memory",
+    "measure_publish",
     "measure_slow_reader",
     "run_matrix",
 ]
@@ -586,6 +587,57 @@ def run_matrix(
             finally:
                 server.stop()
     return rows
+
+
+def measure_publish(kind: ServerKind, cfg: Config, log: Log, rounds: int = 3) -> Row:
+    """POSTs answered per second with no subscriber: one message per POST from
+    ``single_pub_procs`` x ``single_pub_conns`` connections in a closed loop
+    (the publishing cost alone, against the framework's bare handler). The
+    best of ``rounds`` windows, each after a warm-up, on one server process."""
+    server = Server(kind).start()
+    try:
+        best: Row | None = None
+        for _ in range(rounds):
+            deadline = time.monotonic() + cfg.warmup + cfg.window + 30.0
+            pubs = start_publishers(
+                [
+                    load.PubConfig(
+                        server.port, "/topics/bench", cfg.single_pub_conns, deadline=deadline
+                    )
+                    for _ in range(cfg.single_pub_procs)
+                ]
+            )
+            try:
+                time.sleep(cfg.warmup)
+                server_pids = server.pids()
+                r0 = pubs.total(load.C_REQUESTS)
+                s0 = ProcSample.take([*server_pids, *pubs.pids])
+                time.sleep(cfg.window)
+                s1 = ProcSample.take([*server_pids, *pubs.pids])
+                r1 = pubs.total(load.C_REQUESTS)
+                failed = pubs.total(load.C_FAILED)
+            finally:
+                pubs.stop()
+            wall = s1.wall - s0.wall
+            row = {
+                "scenario": "publish",
+                "server": kind.name,
+                "label": kind.label,
+                "requests_per_s": (r1 - r0) / wall,
+                "server_cpu": s1.cpu_since(s0, server_pids) / wall,
+                "publisher_cpu": s1.cpu_since(s0, pubs.pids) / wall,
+                "publish_errors": failed,
+            }
+            if best is None or row["requests_per_s"] > best["requests_per_s"]:
+                best = row
+        assert best is not None
+        log(
+            f"  publish {kind.label:<24} {best['requests_per_s']:>9,.0f} POST/s  "
+            f"server {best['server_cpu']:.0%}  publishers {best['publisher_cpu']:.0%}"
+        )
+        return best
+    finally:
+        server.stop()
 
 
 def _fmt_fanout(r: Row) -> str:

@@ -100,11 +100,12 @@ KINDS = {
         ("--topic", "bench", "--loop", "asyncio", "--http", "h11"),
         ("sse",),
     ),
+    "bare": ServerKind("bare", "bare aiohttp handler (201)", "bench.bare", transports=()),
     "nchan": ServerKind(
         "nchan", "Nchan (nginx, 1 worker)", "nginx", engine="nchan", batch=False, rss_of="workers"
     ),
 }
-PEERS = tuple(KINDS)
+PEERS = tuple(k for k in KINDS if k != "bare")
 """The servers streamgate is measured against (``--peers``)."""
 
 
