@@ -67,11 +67,17 @@ def build_app(settings: Settings, *, authorize: Authorize | None = None) -> web.
         ctx.streams[validate_topic(name)] = load_target(target)
     for factory in ctx.streams.values():
         takes_skip(factory)  # read each signature once, at load; requests hit the cache
+    extra = {}
+    if settings.metrics:  # prometheus-client is imported only then
+        from .metrics import Metrics, metrics_handler
+
+        ctx.metrics = Metrics(ctx)
+        extra["/metrics"] = metrics_handler
 
     app = web.Application()  # no middleware: see responses.json_errors
     app[CONTEXT] = ctx
     app[ORIGINS] = policy = OriginPolicy.from_settings(settings)
-    app.add_routes(routes())
+    app.add_routes(routes(extra))
     app.cleanup_ctx.append(auth.lifecycle)
     app.cleanup_ctx.append(_background(ctx))
     app.on_shutdown.append(_say_goodbye)
@@ -107,7 +113,7 @@ def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]
         lease = ctx.settings.source_lease
         tasks = [
             asyncio.create_task(
-                run_shared(name, factory, ctx.broker.publish, ctx.broker, lease, ctx.sources),
+                run_shared(name, factory, ctx.publish, ctx.broker, lease, ctx.sources),
                 name=f"source:{name}",
             )
             for name, factory in sources.items()

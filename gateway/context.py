@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,8 @@ from .sources import StreamFactory
 
 if TYPE_CHECKING:
     from .limits import ConnectionGate
+    from .message import Message
+    from .metrics import Metrics
     from .transports.stream import Stream
 
 __all__ = ["CONTEXT", "Context"]
@@ -41,6 +44,16 @@ class Context:
     replica holds its lease)."""
     gate: ConnectionGate | None = None
     """The connection limit, once the gateway listens."""
+    metrics: Metrics | None = None
+    """``/metrics``'s counters and registry (``gateway/metrics.py``); None when off."""
+
+    async def publish(self, topic: str, data_json: Sequence[bytes]) -> list[Message]:
+        """Every publish of the gateway (API, WebSocket, sources): the broker's,
+        counted and timed when metrics are on."""
+        metrics = self.metrics
+        if metrics is None:
+            return await self.broker.publish(topic, data_json)
+        return await metrics.publish(self.broker, topic, data_json)
 
     def drop_all(self) -> int:
         """Abort every open streaming connection at once (for fault tests)."""

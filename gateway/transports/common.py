@@ -283,12 +283,15 @@ async def run_stream(stream: Stream, req: StreamRequest, opened: OpenStream) -> 
     position = opened.position
     remaining = req.limit
     item = opened.first
+    metrics = stream.ctx.metrics
     try:
         while True:
             position += 1
             msg = Message.create((0, position), req.topic, orjson.dumps(item))
             stream.write_messages((msg,))
             stream.last_id = msg.id
+            if metrics is not None:
+                metrics.delivered(stream.transport_name, 1)
             if remaining is not None:
                 remaining -= 1
                 if remaining == 0:
