@@ -24,6 +24,7 @@ from .context import CONTEXT, Context
 from .expiry import expire_topics_forever
 from .hub import Hub
 from .limits import ConnectionGate, Tally, accept_error_handler, max_connections
+from .logs import ACCESS, AccessLog, RequestLog
 from .origins import ORIGINS, OriginPolicy
 from .responses import name_the_server
 from .settings import Settings
@@ -31,7 +32,15 @@ from .sources import count, load_target, parse_spec, run_shared, takes_skip, tic
 from .transports.common import validate_topic
 from .transports.stream import reset_connection
 
-__all__ = ["Running", "build_app", "raise_open_files_limit", "running", "serve", "warn_if_open"]
+__all__ = [
+    "Running",
+    "build_app",
+    "local_url",
+    "raise_open_files_limit",
+    "running",
+    "serve",
+    "warn_if_open",
+]
 
 log = logging.getLogger("gateway")
 
@@ -73,6 +82,8 @@ def build_app(settings: Settings, *, authorize: Authorize | None = None) -> web.
 
         ctx.metrics = Metrics(ctx)
         extra["/metrics"] = metrics_handler
+    if settings.access_log:  # the streams' lines; the requests' come from the runner's hook
+        ctx.access_log = AccessLog()
 
     app = web.Application()  # no middleware: see responses.json_errors
     app[CONTEXT] = ctx
@@ -201,7 +212,8 @@ async def running(
         app,
         handler_cancellation=True,
         shutdown_timeout=max(0.1, settings.grace * 0.3),
-        access_log=None,
+        access_log=ACCESS if settings.access_log else None,
+        access_log_class=RequestLog,
         # aiohttp closes a connection whose next request head is not complete
         # this long after it connected or after its previous response.
         keepalive_timeout=settings.read_timeout,
@@ -239,6 +251,17 @@ def raise_open_files_limit() -> tuple[int, int]:
             return soft, soft
         return soft, target
     return soft, soft
+
+
+def local_url(host: str, port: int) -> str:
+    """A URL a person on this machine can open for a gateway bound to ``host``:
+    the loopback address for the wildcards (``0.0.0.0``: 127.0.0.1; ``::``:
+    [::1]), brackets around another IPv6 address."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def warn_if_open(settings: Settings, port: int | None = None) -> bool:
@@ -280,11 +303,15 @@ async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = 
     exhausted = Tally("accept() failed: out of file descriptors")
     loop.set_exception_handler(accept_error_handler(exhausted))
     async with running(settings) as gw:
+        host = settings.host or "0.0.0.0"
+        url = local_url(host, gw.port)
         log.info(
-            "streamgate listening on http://%s:%d (%s event loop)",
-            settings.host,
-            gw.port,
+            "streamgate listening on %s (%s event loop): open %s in a browser for the page%s",
+            f"[{host}]:{gw.port}" if ":" in host else f"{host}:{gw.port}",
             type(loop).__module__.partition(".")[0],
+            url,
+            f"; metrics at {url}metrics" if settings.metrics else "",
+            extra={"fields": {"url": url}},
         )
         warn_if_open(settings, gw.port)
         if on_ready is not None:

@@ -17,6 +17,7 @@ from .sources import StreamFactory
 
 if TYPE_CHECKING:
     from .limits import ConnectionGate
+    from .logs import AccessLog
     from .message import Message
     from .metrics import Metrics
     from .transports.stream import Stream
@@ -46,6 +47,8 @@ class Context:
     """The connection limit, once the gateway listens."""
     metrics: Metrics | None = None
     """``/metrics``'s counters and registry (``gateway/metrics.py``); None when off."""
+    access_log: AccessLog | None = None
+    """The streams' access lines (``--access-log``, ``gateway/logs.py``); None when off."""
 
     async def publish(self, topic: str, data_json: Sequence[bytes]) -> list[Message]:
         """Every publish of the gateway (API, WebSocket, sources): the broker's,

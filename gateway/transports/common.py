@@ -192,6 +192,7 @@ class HttpStream(Stream):
             await self.done
         except asyncio.CancelledError:  # the client went away (aiohttp cancels)
             self.leave()
+            self.logged()
             raise
         except Exception:
             log.exception("stream of %r failed", req.topic)
