@@ -27,6 +27,8 @@ class ServerKind:
     transports: tuple[str, ...] = ("chunked", "sse", "ws")
     repo: str = REPO
     """Where the server's code is imported from (an older checkout, to compare)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Environment variables for the server (``STREAMGATE_METRICS=false``), over ours."""
 
 
 def gateway_kind(
@@ -111,6 +113,7 @@ class Server:
             argv += ["--port", str(self.port)]
         path = os.pathsep.join(dict.fromkeys([self.kind.repo, REPO]))
         env = dict(os.environ, PYTHONPATH=path)
+        env.update(self.kind.env)
         self.proc = subprocess.Popen(
             argv,
             cwd=self.kind.repo,

@@ -1,0 +1,126 @@
+"""``python -m bench.ab``: fan-out of two gateway variants, alternated A/B/A/B.
+
+What a setting or a change costs, on a machine too noisy for two runs minutes
+apart to be compared: the two variants run back to back, several rounds, and
+each round's B/A ratio is reported next to the median. A variant is a checkout
+(``--a-from``/``--b-from``, e.g. ``git archive REV | tar -x -C PATH``) and
+environment variables (``--b-env STREAMGATE_METRICS=false``)::
+
+    python -m bench.ab --b-env STREAMGATE_METRICS=false --rounds 2
+
+Everything runs on 127.0.0.1; the servers are stopped by pid (bench.servers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from typing import Any
+
+from . import report
+from .common import REPO, pin_load, raise_nofile
+from .run import Config, run_matrix
+from .servers import ServerKind, gateway_kind
+
+_T0 = time.monotonic()
+
+
+def _log(line: str) -> None:
+    print(f"[{time.monotonic() - _T0:6.0f}s] {line}", flush=True)
+
+
+def _variant(tag: str, repo: str | None, env: list[str]) -> ServerKind:
+    base = gateway_kind(0.0, repo=repo, tag=tag)
+    pairs: list[tuple[str, str]] = []
+    for spec in env:
+        name, sep, value = spec.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--a-env/--b-env want NAME=VALUE, got {spec!r}")
+        pairs.append((name, value))
+    return ServerKind(
+        name=base.name,
+        label=base.label + (" " + " ".join(env) if env else ""),
+        module=base.module,
+        args=base.args,
+        repo=base.repo,
+        env=tuple(pairs),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
+    parser.add_argument("--a-from", metavar="PATH", help="checkout of A (default: this one)")
+    parser.add_argument("--b-from", metavar="PATH", help="checkout of B (default: this one)")
+    parser.add_argument("--a-env", metavar="NAME=VALUE", action="append", default=[])
+    parser.add_argument("--b-env", metavar="NAME=VALUE", action="append", default=[])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--transports",
+        nargs="+",
+        default=["chunked", "sse", "ws"],
+        choices=["chunked", "sse", "ws"],
+    )
+    parser.add_argument("--ns", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring window per figure")
+    parser.add_argument("--json", help="write every row to this file")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"stopped by signal {signum}"))
+    raise_nofile()
+    pin_load(True)
+    os.chdir(REPO)
+
+    sides = {
+        "A": _variant("A", args.a_from, args.a_env),
+        "B": _variant("B", args.b_from, args.b_env),
+    }
+    cfg = Config(ns=tuple(args.ns), latency_ns=(), window=args.seconds)
+    rows: list[dict[str, Any]] = []
+    for round_ in range(1, args.rounds + 1):
+        for side, kind in sides.items():
+            _log(f"round {round_}, {side}: {kind.label} from {kind.repo}")
+            for row in run_matrix([kind], tuple(args.transports), cfg, _log):
+                rows.append({**row, "side": side, "round": round_})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"sides": {k: v.label for k, v in sides.items()}, "rows": rows}, f)
+
+    print(f"\nA: {sides['A'].label}\nB: {sides['B'].label}\n")
+    print(
+        "| transport | N | publish | A deliv/s (per round) | B deliv/s (per round) "
+        "| B/A per round | B/A median |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for t in args.transports:
+        for n in args.ns:
+            for mode in cfg.modes:
+                a, b, ratios = [], [], []
+                for r in range(1, args.rounds + 1):
+                    ra = report.rate(
+                        report.find(rows, side="A", round=r, transport=t, n=n, mode=mode)
+                    )
+                    rb = report.rate(
+                        report.find(rows, side="B", round=r, transport=t, n=n, mode=mode)
+                    )
+                    a.append(f"{ra:,.0f}" if ra else "—")
+                    b.append(f"{rb:,.0f}" if rb else "—")
+                    x = report.ratio(rb, ra)
+                    if x is not None:
+                        ratios.append(x)
+                shown = ", ".join(f"{x:.2f}" for x in ratios) or "—"
+                median = f"**{statistics.median(ratios):.2f}**" if ratios else "—"
+                publish = "batch POST" if mode == "burst" else "1 msg/POST"
+                print(
+                    f"| {t} | {n} | {publish} | {', '.join(a)} | {', '.join(b)} "
+                    f"| {shown} | {median} |"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
