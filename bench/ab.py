@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ns", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring window per figure")
     parser.add_argument("--json", help="write every row to this file")
+    parser.add_argument("--from-json", metavar="PATH", help="only print the table of a run")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"stopped by signal {signum}"))
@@ -75,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     pin_load(True)
     os.chdir(REPO)
 
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        _table(saved["sides"], saved["rows"], args)
+        return 0
     sides = {
         "A": _variant("A", args.a_from, args.a_env),
         "B": _variant("B", args.b_from, args.b_env),
@@ -86,40 +92,60 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"round {round_}, {side}: {kind.label} from {kind.repo}")
             for row in run_matrix([kind], tuple(args.transports), cfg, _log):
                 rows.append({**row, "side": side, "round": round_})
+    labels = {k: v.label for k, v in sides.items()}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"sides": {k: v.label for k, v in sides.items()}, "rows": rows}, f)
+            json.dump({"sides": labels, "rows": rows}, f, default=str)
+    _table(labels, rows, args)
+    return 0
 
-    print(f"\nA: {sides['A'].label}\nB: {sides['B'].label}\n")
+
+def _table(labels: dict[str, str], rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Per figure: each round's deliveries/s of A and B and their ratio, and the
+    server's CPU per delivery (less sensitive to what else the machine runs)."""
+    print(f"\nA: {labels['A']}\nB: {labels['B']}\n")
     print(
-        "| transport | N | publish | A deliv/s (per round) | B deliv/s (per round) "
-        "| B/A per round | B/A median |"
+        "| transport | N | publish | A deliv/s | B deliv/s | B/A per round | B/A median "
+        "| server µs/delivery A → B (medians) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
+    rounds = sorted({r["round"] for r in rows if "round" in r})
     for t in args.transports:
         for n in args.ns:
-            for mode in cfg.modes:
-                a, b, ratios = [], [], []
-                for r in range(1, args.rounds + 1):
-                    ra = report.rate(
-                        report.find(rows, side="A", round=r, transport=t, n=n, mode=mode)
+            for mode in ("single", "burst"):
+                found = {
+                    (side, r): report.find(rows, side=side, round=r, transport=t, n=n, mode=mode)
+                    for side in "AB"
+                    for r in rounds
+                }
+                rates = {k: report.rate(v) for k, v in found.items()}
+                ratios = [
+                    x
+                    for r in rounds
+                    if (x := report.ratio(rates[("B", r)], rates[("A", r)])) is not None
+                ]
+                us = {
+                    side: [
+                        float(row["server_us_per_delivery"])
+                        for r in rounds
+                        if (row := found[(side, r)]) and row.get("server_us_per_delivery")
+                    ]
+                    for side in "AB"
+                }
+                cells = [
+                    ", ".join(
+                        f"{rates[(side, r)]:,.0f}" if rates[(side, r)] else "—" for r in rounds
                     )
-                    rb = report.rate(
-                        report.find(rows, side="B", round=r, transport=t, n=n, mode=mode)
-                    )
-                    a.append(f"{ra:,.0f}" if ra else "—")
-                    b.append(f"{rb:,.0f}" if rb else "—")
-                    x = report.ratio(rb, ra)
-                    if x is not None:
-                        ratios.append(x)
+                    for side in "AB"
+                ]
                 shown = ", ".join(f"{x:.2f}" for x in ratios) or "—"
                 median = f"**{statistics.median(ratios):.2f}**" if ratios else "—"
-                publish = "batch POST" if mode == "burst" else "1 msg/POST"
-                print(
-                    f"| {t} | {n} | {publish} | {', '.join(a)} | {', '.join(b)} "
-                    f"| {shown} | {median} |"
+                cpu = " → ".join(
+                    f"{statistics.median(us[side]):.2f}" if us[side] else "—" for side in "AB"
                 )
-    return 0
+                publish = "batch POST" if mode == "burst" else "1 msg/POST"
+                print(f"| {t} | {n} | {publish} | {cells[0]} | {cells[1]} ", end="")
+                print(f"| {shown} | {median} | {cpu} |")
 
 
 if __name__ == "__main__":

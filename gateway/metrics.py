@@ -8,9 +8,10 @@ Nothing here runs per delivery. What is counted, and where:
   history replay adds what it wrote, once per slice; a per-connection stream
   adds its items.
 * **publishes** (``streamgate_messages_published_total``,
-  ``streamgate_publish_seconds``): :meth:`Metrics.publish` around the broker's
-  publish, for every publish of this gateway (HTTP, batch, WebSocket command,
-  shared sources). No topic label: topics are made by clients, an unbounded set.
+  ``streamgate_publish_seconds``): ``ctx.publish`` times the broker's publish
+  and hands the figures to :meth:`Metrics.published`, for every publish of
+  this gateway (HTTP, batch, WebSocket command, shared sources). No topic
+  label: topics are made by clients, an unbounded set.
 * **flush duration** (``streamgate_flush_seconds``): the hub's flush, timed once
   per flush (two ``perf_counter`` calls and a bucket increment).
 * Everything else is read when ``/metrics`` is scraped: open streams and the
@@ -35,7 +36,6 @@ from __future__ import annotations
 import hmac
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from time import perf_counter
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -55,9 +55,7 @@ from .errors import Disconnect, Forbidden, NotFound, Unauthorized
 from .responses import json_errors
 
 if TYPE_CHECKING:
-    from .broker import Broker
     from .context import Context
-    from .message import Message
 
 __all__ = ["FLUSH_BUCKETS", "PUBLISH_BUCKETS", "Buckets", "Metrics", "metrics_handler"]
 
@@ -132,12 +130,19 @@ class Buckets:
 class Metrics:
     """One gateway's figures and its registry (``ctx.metrics``; None when off)."""
 
-    __slots__ = ("ctx", "deliveries", "flush_seconds", "publish_seconds", "published", "registry")
+    __slots__ = (
+        "ctx",
+        "deliveries",
+        "flush_seconds",
+        "messages_published",
+        "publish_seconds",
+        "registry",
+    )
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.deliveries: dict[str, int] = dict.fromkeys(TRANSPORTS, 0)
-        self.published = 0
+        self.messages_published = 0
         self.publish_seconds = Buckets(PUBLISH_BUCKETS)
         self.flush_seconds = Buckets(FLUSH_BUCKETS)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -159,13 +164,10 @@ class Metrics:
         """Messages written to one subscriber outside a flush (history, per-connection)."""
         self.deliveries[transport] = self.deliveries.get(transport, 0) + messages
 
-    async def publish(self, broker: Broker, topic: str, data: Sequence[bytes]) -> list[Message]:
-        """``broker.publish``, counted and timed (a failure is counted by the broker)."""
-        started = perf_counter()
-        messages = await broker.publish(topic, data)
-        self.publish_seconds.observe(perf_counter() - started)
-        self.published += len(messages)
-        return messages
+    def published(self, messages: int, seconds: float) -> None:
+        """One call to the broker's publish (``ctx.publish``) succeeded."""
+        self.messages_published += messages
+        self.publish_seconds.observe(seconds)
 
     # -- who may read them -------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "streamgate_messages_published",
             "Messages this gateway published (HTTP, batch, WebSocket, sources).",
-            value=m.published,
+            value=m.messages_published,
         )
         deliveries = CounterMetricFamily(
             "streamgate_deliveries",
