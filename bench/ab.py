@@ -4,7 +4,9 @@ What a setting or a change costs, on a machine too noisy for two runs minutes
 apart to be compared: the two variants run back to back, several rounds, and
 each round's B/A ratio is reported next to the median. A variant is a checkout
 (``--a-from``/``--b-from``, e.g. ``git archive REV | tar -x -C PATH``) and
-environment variables (``--b-env STREAMGATE_METRICS=false``)::
+environment variables (``--b-env STREAMGATE_METRICS=false``) and flags
+(``--b-args '--access-log --log-level info'``: the bench starts gateways with
+``--log-level warning``, which a variable would not override)::
 
     python -m bench.ab --b-env STREAMGATE_METRICS=false --rounds 2
 
@@ -20,6 +22,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from . import report
@@ -34,7 +37,7 @@ def _log(line: str) -> None:
     print(f"[{time.monotonic() - _T0:6.0f}s] {line}", flush=True)
 
 
-def _variant(tag: str, repo: str | None, env: list[str]) -> ServerKind:
+def _variant(tag: str, repo: str | None, env: list[str], extra: Sequence[str] = ()) -> ServerKind:
     base = gateway_kind(0.0, repo=repo, tag=tag)
     pairs: list[tuple[str, str]] = []
     for spec in env:
@@ -44,9 +47,9 @@ def _variant(tag: str, repo: str | None, env: list[str]) -> ServerKind:
         pairs.append((name, value))
     return ServerKind(
         name=base.name,
-        label=base.label + (" " + " ".join(env) if env else ""),
+        label=" ".join([base.label, *env, *extra]),
         module=base.module,
-        args=base.args,
+        args=(*base.args, *extra),  # after the bench's own flags: these win
         repo=base.repo,
         env=tuple(pairs),
     )
@@ -58,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b-from", metavar="PATH", help="checkout of B (default: this one)")
     parser.add_argument("--a-env", metavar="NAME=VALUE", action="append", default=[])
     parser.add_argument("--b-env", metavar="NAME=VALUE", action="append", default=[])
+    parser.add_argument(
+        "--a-args", default="", help="more `streamgate serve` flags for A, e.g. '--log-level info'"
+    )
+    parser.add_argument("--b-args", default="", help="more `streamgate serve` flags for B")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--transports",
@@ -82,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         _table(saved["sides"], saved["rows"], args)
         return 0
     sides = {
-        "A": _variant("A", args.a_from, args.a_env),
-        "B": _variant("B", args.b_from, args.b_env),
+        "A": _variant("A", args.a_from, args.a_env, args.a_args.split()),
+        "B": _variant("B", args.b_from, args.b_env, args.b_args.split()),
     }
     cfg = Config(ns=tuple(args.ns), latency_ns=(), window=args.seconds)
     rows: list[dict[str, Any]] = []
