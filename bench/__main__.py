@@ -1,14 +1,19 @@
-"""``python -m bench``: streamgate against the tutorial baseline, same run, back to back.
+"""``python -m bench``: streamgate against its peers, same run, back to back.
 
-    python -m bench            full mode, for BENCHMARKS.md (about 15 minutes)
+    python -m bench            full mode, for BENCHMARKS.md
     python -m bench --quick    under a minute: ratios only, exits 1 on a collapse
+    python -m bench --peers nchan,baseline    only these peers
 
-Everything runs on 127.0.0.1; every process started here is stopped by pid.
+The peers: the tutorial baseline, sse-starlette (SSE only, on two uvicorns),
+and Nchan (nginx's pub/sub module, C; installed with apt-get when missing and
+run as root, else its rows are skipped with a note). Everything runs on
+127.0.0.1; every process started here is stopped by pid.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -19,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import report
+from . import nchan, report
 from .common import REPO, SERVER_CPUS, pin_load, raise_nofile
 from .run import (
     Config,
@@ -28,7 +33,7 @@ from .run import (
     measure_slow_reader,
     run_matrix,
 )
-from .servers import KINDS, gateway_kind
+from .servers import KINDS, PEERS, gateway_kind
 
 QUICK_FLOORS = {"single": 1.5, "burst": 4.0}
 """Quick mode fails below these ratios (streamgate / baseline deliveries per second).
@@ -36,6 +41,10 @@ QUICK_FLOORS = {"single": 1.5, "burst": 4.0}
 Measured here they are far higher (see BENCHMARKS.md); the floors only catch a
 collapse, such as a flush per message or a per-subscriber encode sneaking back.
 """
+QUICK_NCHAN_FLOOR = 0.2
+"""Quick mode fails when streamgate delivers less than this × Nchan's deliveries per
+second (N = 100, one message per POST, 8 publisher connections, one transport).
+Generous on purpose: it must hold on a busy machine and only catch a collapse."""
 
 
 _T0 = time.monotonic()
@@ -70,27 +79,70 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _peers(args: argparse.Namespace, install: bool) -> list[str]:
+    """The selected peers that can run here; Nchan located (or installed) first."""
+    peers = list(args.peers)
+    if "nchan" in peers:
+        found = nchan.locate(install=install and not args.no_install, log=_log)
+        if isinstance(found, str):
+            args.nchan_note = f"Nchan rows skipped: {found}"
+            if not install:
+                args.nchan_note += " (--quick does not install it; full mode does, as root)"
+            _log(args.nchan_note)
+            peers.remove("nchan")
+        else:
+            args.nchan_note = f"Nchan: {found.describe()}"
+            _log(args.nchan_note)
+    return peers
+
+
 def quick(args: argparse.Namespace) -> int:
-    cfg = Config(ns=(100,), latency_ns=(), warmup=0.4, window=1.0)
-    kinds = [gateway_kind(0.0), KINDS["baseline"]]
+    cfg = Config(ns=(100,), latency_ns=(), modes=tuple(QUICK_FLOORS), warmup=0.4, window=1.0)
+    peers = _peers(args, install=False)
+    kinds = [gateway_kind(0.0)] + ([KINDS["baseline"]] if "baseline" in peers else [])
     rows = run_matrix(kinds, tuple(args.transports), cfg, _log)
+    # One comparison with Nchan: SSE (else the first transport asked for), N=100,
+    # one message per POST from 8 connections; the gateway's row is the one above.
+    nchan_on = "sse" if "sse" in args.transports else args.transports[0]
+    if "nchan" in peers:
+        kind = dataclasses.replace(KINDS["nchan"], transports=(nchan_on,))
+        rows += run_matrix([kind], (nchan_on,), dataclasses.replace(cfg, modes=("single",)), _log)
     failures = []
     for row in rows:
-        if row["dropped_connections"] or row["publish_errors"]:
+        if row["scenario"] == "fanout" and (row["dropped_connections"] or row["publish_errors"]):
             failures.append(
                 f"{row['label']} {row['transport']} {row['mode']}: "
                 f"{row['dropped_connections']} dropped, {row['publish_errors']} publish errors"
             )
-    print("\nratio streamgate / baseline, deliveries per second at N=100:")
-    for t in args.transports:
-        for mode, floor in QUICK_FLOORS.items():
-            g = report.find(rows, server="gateway", transport=t, mode=mode)
-            b = report.find(rows, server="baseline", transport=t, mode=mode)
-            x = report.ratio(report.rate(g), report.rate(b))
-            ok = x is not None and x >= floor
-            print(f"  {t:<8} {mode:<7} {x or 0:6.1f}×  (floor {floor}×)  {'ok' if ok else 'FAIL'}")
-            if not ok:
-                failures.append(f"{t} {mode}: {x}× < {floor}×")
+        elif row["scenario"] == "error":
+            failures.append(f"{row['server']} {row['transport']} {row['phase']}: {row['error']}")
+    if "baseline" in peers:
+        print("\nratio streamgate / baseline, deliveries per second at N=100:")
+        for t in args.transports:
+            for mode, floor in QUICK_FLOORS.items():
+                g = report.find(rows, server="gateway", transport=t, mode=mode)
+                b = report.find(rows, server="baseline", transport=t, mode=mode)
+                x = report.ratio(report.rate(g), report.rate(b))
+                ok = x is not None and x >= floor
+                print(
+                    f"  {t:<8} {mode:<7} {x or 0:6.1f}×  (floor {floor}×)  {'ok' if ok else 'FAIL'}"
+                )
+                if not ok:
+                    failures.append(f"{t} {mode}: {x}× < {floor}×")
+    if "nchan" in peers:
+        g = report.find(rows, server="gateway", transport=nchan_on, mode="single")
+        p = report.find(rows, server="nchan", transport=nchan_on, mode="single")
+        x = report.ratio(report.rate(g), report.rate(p))
+        ok = x is not None and x >= QUICK_NCHAN_FLOOR
+        print("\nratio streamgate / Nchan, deliveries per second at N=100, 1 msg/POST:")
+        print(
+            f"  {nchan_on:<8} single  {x or 0:6.2f}×  (floor {QUICK_NCHAN_FLOOR}×)  "
+            f"{'ok' if ok else 'FAIL'}"
+        )
+        if not ok:
+            failures.append(f"{nchan_on} single against Nchan: {x}× < {QUICK_NCHAN_FLOOR}×")
+    elif "nchan" in args.peers:
+        print(f"\n{args.nchan_note}")
     if args.json:
         _write_json(args.json, {"mode": "quick", "rows": rows})
     if failures:
@@ -108,6 +160,10 @@ def full(args: argparse.Namespace) -> int:
     info = machine()
     info["gateway_from"] = args.gateway_from or REPO
     _log(f"machine: {info}")
+    peers = _peers(args, install=True)
+    info["peers"] = peers
+    if "nchan" in args.peers:
+        info["nchan"] = args.nchan_note
     cfg = Config()
     if args.ns:
         cfg.ns = tuple(args.ns)
@@ -119,23 +175,22 @@ def full(args: argparse.Namespace) -> int:
     started = time.monotonic()
     scenarios = set(args.only or ["floor", "fanout", "memory", "slow"])
     if "floor" in scenarios:
-        rows += _guarded(_floor_rows, args, cfg)
+        rows += _guarded(_floor_rows, args, cfg, peers)
     if "fanout" in scenarios:
         _log("fan-out and latency (per transport, servers back to back)")
         kinds = [
             gateway_kind(0.0, repo=args.gateway_from),
             gateway_kind(args.write_delay, repo=args.gateway_from),
-            KINDS["baseline"],
         ]
         if args.asyncio:
-            kinds.insert(2, gateway_kind(0.0, repo=args.gateway_from, loop="asyncio"))
-        if "sse" in args.transports:
-            kinds += [KINDS["starlette"], KINDS["starlette-plain"]]
+            kinds.append(gateway_kind(0.0, repo=args.gateway_from, loop="asyncio"))
+        # Each peer runs only the transports it has (sse-starlette: SSE).
+        kinds += [KINDS[p] for p in PEERS if p in peers]
         rows += run_matrix(kinds, tuple(args.transports), cfg, _log)
     if "memory" in scenarios:
-        rows += _guarded(_memory_rows, args, cfg)
+        rows += _guarded(_memory_rows, args, cfg, peers)
     if "slow" in scenarios:
-        rows += _guarded(_slow_rows, args, cfg)
+        rows += _guarded(_slow_rows, args, cfg, peers)
     info["loadavg_after"] = os.getloadavg()
     info["minutes"] = round((time.monotonic() - started) / 60, 1)
     info["command"] = "python -m bench " + " ".join(sys.argv[1:])
@@ -145,7 +200,7 @@ def full(args: argparse.Namespace) -> int:
     return 0
 
 
-def _floor_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
+def _floor_rows(args: argparse.Namespace, cfg: Config, peers: list[str]) -> list[dict[str, Any]]:
     _log("send() floor")
     rows = [
         measure_floor(cfg.floor_n, per_send, cfg.floor_seconds, cfg, _log) for per_send in (1, 10)
@@ -155,7 +210,7 @@ def _floor_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
     return rows
 
 
-def _memory_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
+def _memory_rows(args: argparse.Namespace, cfg: Config, peers: list[str]) -> list[dict[str, Any]]:
     _log("idle connections: server RSS")
     rows = []
     for t in args.transports:
@@ -169,27 +224,34 @@ def _memory_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
             tag, _, path = spec.partition("=")
             other = gateway_kind(0.0, repo=path, tag=tag)
             rows.append(measure_memory(other, t, cfg.memory_steps[:2], _log))
-        rows.append(measure_memory(KINDS["baseline"], t, cfg.memory_steps[:2], _log))
-    if "sse" in args.transports:
+        if "baseline" in peers:
+            rows.append(measure_memory(KINDS["baseline"], t, cfg.memory_steps[:2], _log))
+        if "nchan" in peers:
+            # RSS of nginx's one worker (the master holds no connection).
+            rows.append(measure_memory(KINDS["nchan"], t, cfg.memory_steps[:2], _log))
+    if "sse" in args.transports and "starlette" in peers:
         rows.append(measure_memory(KINDS["starlette"], "sse", cfg.memory_steps[:2], _log))
     return rows
 
 
-def _slow_rows(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
+def _slow_rows(args: argparse.Namespace, cfg: Config, peers: list[str]) -> list[dict[str, Any]]:
+    # GET /chunked/count: the gateway's and the baseline's per-connection stream
+    # (the peers have none).
     _log("per-connection stream, slow reader: server RSS over time")
-    return [
-        measure_slow_reader(gateway_kind(0.0, repo=args.gateway_from), cfg.slow_seconds, _log),
-        measure_slow_reader(KINDS["baseline"], cfg.slow_seconds, _log),
-    ]
+    rows = [measure_slow_reader(gateway_kind(0.0, repo=args.gateway_from), cfg.slow_seconds, _log)]
+    if "baseline" in peers:
+        rows.append(measure_slow_reader(KINDS["baseline"], cfg.slow_seconds, _log))
+    return rows
 
 
 def _guarded(
-    fn: Callable[[argparse.Namespace, Config], list[dict[str, Any]]],
+    fn: Callable[[argparse.Namespace, Config, list[str]], list[dict[str, Any]]],
     args: argparse.Namespace,
     cfg: Config,
+    peers: list[str],
 ) -> list[dict[str, Any]]:
     try:
-        return fn(args, cfg)
+        return fn(args, cfg, peers)
     except (RuntimeError, OSError, queue.Empty) as exc:
         _log(f"  ERROR   {fn.__name__}: {exc!r}")
         return [{"scenario": "error", "phase": fn.__name__, "error": repr(exc)}]
@@ -203,6 +265,16 @@ def _outputs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             f.write(text)
     if args.plot:
         report.latency_plot(rows, args.plot)
+
+
+def _peer_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown peer {', '.join(unknown)} (choose from {', '.join(PEERS)})"
+        )
+    return list(dict.fromkeys(names))
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -225,6 +297,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only", nargs="+", choices=["floor", "fanout", "memory", "slow"], help="full mode: subset"
+    )
+    parser.add_argument(
+        "--peers",
+        type=_peer_list,
+        default=list(PEERS),
+        metavar="NAME,...",
+        help=f"the peers to measure streamgate against, comma-separated, of {', '.join(PEERS)} "
+        "(default: all; sse-starlette has SSE only)",
+    )
+    parser.add_argument(
+        "--no-install",
+        action="store_true",
+        help="full mode: do not apt-get install Nchan when it is missing (its rows are skipped)",
     )
     parser.add_argument(
         "--write-delay",

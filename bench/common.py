@@ -28,6 +28,8 @@ __all__ = [
     "publish_body",
     "raise_nofile",
     "server_preexec",
+    "session_pids",
+    "tcp_out_segs",
 ]
 
 HOST = "127.0.0.1"
@@ -120,6 +122,39 @@ def proc_rss_kib(pid: int) -> int:
     return 0
 
 
+def session_pids(sid: int) -> list[int]:
+    """The live processes of session ``sid``, its leader first (/proc/PID/stat).
+
+    A server is started as a session leader (``start_new_session``), so this is
+    the server and every process it forked: nginx's master and its workers.
+    """
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        if fields[0] != b"Z" and int(fields[3]) == sid:
+            found.append(int(name))
+    return sorted(found, key=lambda pid: (pid != sid, pid))
+
+
+def tcp_out_segs() -> int:
+    """TCP segments sent so far (``Tcp: OutSegs`` in /proc/net/snmp).
+
+    The count is the network namespace's, so every process on the host (or in
+    the container) adds to it: the server's data, the subscribers' ACKs, the
+    publishers' requests and their answers, and anything else running.
+    """
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutSegs")])
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
     with open("/proc/stat", "rb") as f:
@@ -149,14 +184,19 @@ def cores_busy(cpus: set[int]) -> float:
 
 @dataclass(frozen=True, slots=True)
 class ProcSample:
-    """Wall time and CPU seconds of a set of processes at one instant."""
+    """Wall time, CPU seconds of a set of processes and the host's TCP segments
+    sent, at one instant."""
 
     wall: float
     cpu: dict[int, float]
+    segs: int = 0
 
     @classmethod
     def take(cls, pids: list[int]) -> ProcSample:
-        return cls(time.monotonic(), {pid: proc_cpu(pid) for pid in pids})
+        return cls(time.monotonic(), {pid: proc_cpu(pid) for pid in pids}, tcp_out_segs())
 
     def cpu_since(self, earlier: ProcSample, pids: list[int]) -> float:
         return sum(self.cpu.get(p, 0.0) - earlier.cpu.get(p, 0.0) for p in pids)
+
+    def segs_since(self, earlier: ProcSample) -> int:
+        return self.segs - earlier.segs

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["check_targets", "find", "latency_plot", "markdown", "rate", "ratio"]
+__all__ = ["check_targets", "find", "latency_plot", "markdown", "nchan_table", "rate", "ratio"]
 
 Row = dict[str, Any]
 BASELINE = "baseline"
@@ -57,12 +57,11 @@ def fanout_table(rows: list[Row]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = sorted(
         {(r["transport"], r["n"], r["mode"]) for r in fan},
-        key=lambda k: (("chunked", "sse", "ws").index(k[0]), k[1], k[2] != "single"),
+        key=lambda k: (("chunked", "sse", "ws").index(k[0]), k[1], _mode_order(k[2])),
     )
     for transport, n, mode in keys:
         base = find(fan, server=BASELINE, transport=transport, n=n, mode=mode)
-        publish = "1 msg/POST" if mode == "single" else "batch POST"
-        cells = [transport, str(n), publish]
+        cells = [transport, str(n), _publish_label(mode)]
         cells.append(_cell(base))
         limit = []
         for name, _ in gws:
@@ -85,13 +84,61 @@ def _busy(r: Row) -> str:
     return text if core is None else f"{text}/{core:.0%}"
 
 
-def _cell(r: Row | None) -> str:
+def _cell(r: Row | None, segs: bool = False) -> str:
     if r is None:
         return "—"
-    text = f"{r['deliveries_per_s']:,.0f} ({_num(r['server_us_per_delivery'], '.2f')})"
+    per = _num(r["server_us_per_delivery"], ".2f")
+    if segs:
+        per += ", " + _num(r.get("segments_per_delivery"), ".2f")
+    text = f"{r['deliveries_per_s']:,.0f} ({per})"
     if r.get("dropped_connections"):
         text += f" ⚠ {r['dropped_connections']} dropped"
     return text
+
+
+def cost_table(rows: list[Row]) -> str:
+    """Server CPU and TCP segments per delivery, every server, every fan-out and latency row."""
+    picked = [
+        r
+        for r in rows
+        if r["scenario"] in ("fanout", "latency") and r.get("segments_per_delivery") is not None
+    ]
+    out = [
+        "| transport | N | publish | server | server processes | server µs CPU/deliv |"
+        " TCP segments/deliv (host) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    order = {"chunked": 0, "sse": 1, "ws": 2}
+    for r in sorted(
+        picked,
+        key=lambda r: (order[r["transport"]], r["n"], _mode_order(_regime(r)), r["server"]),
+    ):
+        out.append(
+            f"| {r['transport']} | {r['n']} | {_publish_label(_regime(r))} | {r['label']} | "
+            f"{r.get('server_processes', 1)} | {_num(r['server_us_per_delivery'], '.2f')} | "
+            f"{r['segments_per_delivery']:.2f} |"
+        )
+    return "\n".join(out)
+
+
+def _regime(r: Row) -> str:
+    return "latency" if r["scenario"] == "latency" else str(r["mode"])
+
+
+MODES = ("seq", "single", "burst", "latency")
+
+
+def _mode_order(mode: str) -> int:
+    return MODES.index(mode) if mode in MODES else len(MODES)
+
+
+def _publish_label(mode: str) -> str:
+    return {
+        "seq": "1 msg/POST, 1 conn",
+        "single": "1 msg/POST, 8 conns",
+        "burst": "batch POST",
+        "latency": "100 msg/s (latency)",
+    }.get(mode, mode)
 
 
 def sse_peer_table(rows: list[Row]) -> str:
@@ -101,18 +148,45 @@ def sse_peer_table(rows: list[Row]) -> str:
     for _, label in gws:
         head += [f"{label}", "× peer"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    keys = sorted({(r["n"], r["mode"]) for r in fan}, key=lambda k: (k[0], k[1] != "single"))
+    keys = sorted({(r["n"], r["mode"]) for r in fan}, key=lambda k: (k[0], _mode_order(k[1])))
     for n, mode in keys:
         for name in PEERS:
             peer = find(fan, server=name, n=n, mode=mode)
             if peer is None:
                 continue
-            publish = "1 msg/POST" if mode == "single" else "batch POST"
-            cells = [str(n), publish, peer["label"], _cell(peer)]
+            cells = [str(n), _publish_label(mode), peer["label"], _cell(peer)]
             for gw, _ in gws:
                 r = find(fan, server=gw, n=n, mode=mode)
                 cells += [_cell(r), _x(ratio(rate(r), rate(peer)))]
             out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+NCHAN = "nchan"
+
+
+def nchan_table(rows: list[Row]) -> str:
+    """streamgate against Nchan, same run: every transport, N and publish regime."""
+    fan = [r for r in rows if r["scenario"] == "fanout"]
+    na = [r for r in rows if r["scenario"] == "na" and r["server"] == NCHAN]
+    gws = _gateways(fan)
+    head = ["transport", "N", "publish", "Nchan deliv/s (µs/deliv, seg/deliv)"]
+    for _, label in gws:
+        head += [f"{label} deliv/s (µs/deliv, seg/deliv)", "× Nchan"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = sorted(
+        {(r["transport"], r["n"], r["mode"]) for r in [*fan, *na] if r["server"] == NCHAN},
+        key=lambda k: (("chunked", "sse", "ws").index(k[0]), k[1], _mode_order(k[2])),
+    )
+    for transport, n, mode in keys:
+        peer = find(fan, server=NCHAN, transport=transport, n=n, mode=mode)
+        skipped = find(na, transport=transport, n=n, mode=mode)
+        cells = [transport, str(n), _publish_label(mode)]
+        cells.append(f"n/a ({skipped['reason']})" if skipped else _cell(peer, segs=True))
+        for name, _ in gws:
+            r = find(fan, server=name, transport=transport, n=n, mode=mode)
+            cells += [_cell(r, segs=True), _x(ratio(rate(r), rate(peer)))]
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -156,7 +230,8 @@ def memory_table(rows: list[Row]) -> str:
     head.append("most held in one process")
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in mem:
-        cells = [r["label"], r["transport"], f"{r['rss0_kib'] / 1024:.1f}"]
+        label = r["label"] + (" — worker RSS" if r.get("rss_of") == "nginx worker" else "")
+        cells = [label, r["transport"], f"{r['rss0_kib'] / 1024:.1f}"]
         by = {p["connections"]: p for p in r["points"]}
         for s in steps:
             p = by.get(s)
@@ -327,7 +402,9 @@ def markdown(rows: list[Row]) -> str:
         ("Targets", targets_table),
         ("Fan-out", fanout_table),
         ("SSE against sse-starlette", sse_peer_table),
+        ("Against Nchan", nchan_table),
         ("Latency", latency_table),
+        ("Server CPU and TCP segments per delivery", cost_table),
         ("Idle memory", memory_table),
         ("Slow reader", slow_table),
         ("send() floor", floor_table),

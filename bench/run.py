@@ -53,7 +53,10 @@ class Config:
 
     ns: tuple[int, ...] = (1, 100, 1000)
     latency_ns: tuple[int, ...] = (100, 1000)
-    modes: tuple[str, ...] = ("single", "burst")
+    modes: tuple[str, ...] = ("seq", "single", "burst")
+    """How messages are published during a fan-out figure: ``seq`` one connection
+    POSTing one message at a time, ``single`` several such connections at once,
+    ``burst`` batch POSTs (servers without a batch endpoint: no figure)."""
     warmup: float = 1.0
     window: float = 3.0
     single_pub_procs: int = 2
@@ -231,7 +234,9 @@ def measure_fanout(
     now = time.monotonic()
     deadline = now + cfg.warmup + cfg.window + 30.0
     port = server.port
-    if mode == "single":
+    if mode == "seq":
+        pubs = start_publishers([load.PubConfig(port, "/topics/bench", 1, deadline=deadline)])
+    elif mode == "single":
         pubs = start_publishers(
             [
                 load.PubConfig(port, "/topics/bench", cfg.single_pub_conns, deadline=deadline)
@@ -252,7 +257,8 @@ def measure_fanout(
         )
     try:
         time.sleep(cfg.warmup)
-        pids = [server.pid, *subs.pids, *pubs.pids]
+        server_pids = server.pids()
+        pids = [*server_pids, *subs.pids, *pubs.pids]
         d0, m0, c0 = (
             subs.total(load.C_DELIVERED),
             pubs.total(load.C_MESSAGES),
@@ -273,7 +279,8 @@ def measure_fanout(
         pubs.stop()
     wall = s1.wall - s0.wall
     delivered = d1 - d0
-    server_cpu = s1.cpu_since(s0, [server.pid]) / wall
+    server_cpu = s1.cpu_since(s0, server_pids) / wall
+    segs = s1.segs_since(s0)
     client_cpu = s1.cpu_since(s0, subs.pids) / wall
     pub_cpu = s1.cpu_since(s0, pubs.pids) / wall
     core = (k_1 - k_0) / wall / len(SERVER_CPUS) if SERVER_CPUS else None
@@ -287,6 +294,9 @@ def measure_fanout(
         "deliveries_per_s": delivered / wall,
         "published_per_s": (m1 - m0) / wall,
         "server_us_per_delivery": server_cpu * wall * 1e6 / delivered if delivered else None,
+        "server_processes": len(server_pids),
+        "tcp_segments": segs,
+        "segments_per_delivery": segs / delivered if delivered else None,
         "server_cpu": server_cpu,
         "client_cpu": client_cpu,
         "publisher_cpu": pub_cpu,
@@ -416,18 +426,20 @@ def measure_latency(
     server: Server, subs: Fleet | _CSubscribers, transport: str, n: int, cfg: Config
 ) -> Row:
     """Publish -> receipt at a steady rate; every delivery is timed."""
-    s0 = ProcSample.take([server.pid, *subs.pids])
+    server_pids = server.pids()
+    s0 = ProcSample.take([*server_pids, *subs.pids])
     k_0 = cores_busy(SERVER_CPUS)
     subs.latency_start()
     time.sleep(0.2)  # every worker has seen the switch
     count, published = _publish_paced(server, cfg)
     subs.latency_settle()
-    s1 = ProcSample.take([server.pid, *subs.pids])
+    s1 = ProcSample.take([*server_pids, *subs.pids])
     k_1 = cores_busy(SERVER_CPUS)
     received, hist, lat_max, khist, klat_max = subs.latency_results()
     total = sum(hist.values())
     wall = s1.wall - s0.wall
-    server_cpu_s = s1.cpu_since(s0, [server.pid])
+    server_cpu_s = s1.cpu_since(s0, server_pids)
+    segs = s1.segs_since(s0)
     return {
         "scenario": "latency",
         "server": server.kind.name,
@@ -452,6 +464,9 @@ def measure_latency(
         "server_cpu": server_cpu_s / wall,
         "server_core_busy": (k_1 - k_0) / wall / len(SERVER_CPUS) if SERVER_CPUS else None,
         "server_us_per_delivery": server_cpu_s * 1e6 / total if total else None,
+        "server_processes": len(server_pids),
+        "tcp_segments": segs,
+        "segments_per_delivery": segs / received if received else None,
         "client_cpu": s1.cpu_since(s0, subs.pids) / wall,
         "hist_ms": _coarse(hist),
         "sock_hist_ms": _coarse(khist),
@@ -514,6 +529,9 @@ def _phase(server: Server, transport: str, n: int, phase: str, cfg: Config, log:
         wait_server_idle(server)
 
 
+NO_BATCH = "no batch publish endpoint"
+
+
 def run_matrix(
     kinds: list[ServerKind], transports: tuple[str, ...], cfg: Config, log: Log
 ) -> list[Row]:
@@ -531,6 +549,22 @@ def run_matrix(
             try:
                 for n in cfg.ns:
                     phases = list(cfg.modes)
+                    if "burst" in phases and not kind.batch:
+                        # No batch endpoint: no figure, said so in the rows and the tables
+                        # (its concurrent one-message POSTs are the 'single' regime).
+                        phases.remove("burst")
+                        log(f"  n/a     {kind.label} {transport} N={n} burst: {NO_BATCH}")
+                        rows.append(
+                            {
+                                "scenario": "na",
+                                "server": kind.name,
+                                "label": kind.label,
+                                "transport": transport,
+                                "n": n,
+                                "mode": "burst",
+                                "reason": NO_BATCH,
+                            }
+                        )
                     if n in cfg.latency_ns:
                         phases.insert(0, "latency")
                     for phase in phases:
@@ -559,7 +593,8 @@ def _fmt_fanout(r: Row) -> str:
     return (
         f"  fanout  {r['label']:<24} {r['transport']:<7} N={r['n']:<5} {r['mode']:<6} "
         f"{r['deliveries_per_s']:>11,.0f} deliv/s  {r['published_per_s']:>8,.0f} msg/s  "
-        f"{(us or 0):6.2f} us/deliv  cpu srv {r['server_cpu']:.0%} "
+        f"{(us or 0):6.2f} us/deliv  {r['segments_per_delivery'] or 0:5.2f} seg/deliv  "
+        f"cpu srv {r['server_cpu']:.0%} "
         f"(core {r['server_core_busy'] or 0:.0%}) cli {r['client_cpu']:.0%} "
         f"pub {r['publisher_cpu']:.0%} other {r['other_cpu']:.0%} [{r['limited_by']}]"
         + (f" DROPPED {r['dropped_connections']}" if r["dropped_connections"] else "")
@@ -574,6 +609,7 @@ def _fmt_latency(r: Row) -> str:
         f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.1f} ms  "
         f"received {r['received']}/{r['expected']} (published {r['published']}/"
         f"{r['scheduled']})  {r['server_us_per_delivery'] or 0:.2f} us/deliv  "
+        f"{r['segments_per_delivery'] or 0:.2f} seg/deliv  "
         f"cpu srv {r['server_cpu']:.0%} (core {r['server_core_busy'] or 0:.0%}) "
         f"cli {r['client_cpu']:.0%}"
     )
@@ -613,7 +649,7 @@ def measure_memory(kind: ServerKind, transport: str, steps: tuple[int, ...], log
             point = {
                 "connections": target,
                 "held_by_clients": held,
-                "server_says": body.decode(errors="replace")[:200] if status == 200 else status,
+                "server_says": _health(body) if status == 200 else status,
                 "rss_kib": rss,
                 "kib_per_connection": (rss - rss0) / target,
             }
@@ -634,9 +670,20 @@ def measure_memory(kind: ServerKind, transport: str, steps: tuple[int, ...], log
         "server": kind.name,
         "label": kind.label,
         "transport": transport,
+        "rss_of": "nginx worker" if kind.rss_of == "workers" else "server process",
         "rss0_kib": rss0,
         "points": points,
     }
+
+
+def _health(body: bytes) -> str:
+    """What ``/healthz`` says, short (Nchan's stub status: its channel and subscriber lines)."""
+    text = body.decode(errors="replace")
+    if "nchan version" in text:
+        text = ", ".join(
+            line for line in text.splitlines() if line.startswith(("channels:", "subscribers:"))
+        )
+    return text[:200]
 
 
 def measure_slow_reader(kind: ServerKind, seconds: float, log: Log) -> Row:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,9 +12,19 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from .common import HOST, REPO, free_port, proc_cpu, proc_rss_kib, server_preexec
+from . import nchan
+from .common import (
+    HOST,
+    REPO,
+    free_port,
+    proc_cpu,
+    proc_rss_kib,
+    raise_nofile,
+    server_preexec,
+    session_pids,
+)
 
-__all__ = ["KINDS", "Server", "ServerKind"]
+__all__ = ["KINDS", "PEERS", "Server", "ServerKind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +40,13 @@ class ServerKind:
     """Where the server's code is imported from (an older checkout, to compare)."""
     env: tuple[tuple[str, str], ...] = ()
     """Environment variables for the server (``STREAMGATE_METRICS=false``), over ours."""
+    engine: str = "python"
+    """``python``: ``python -m module``; ``nchan``: nginx with the Nchan module."""
+    batch: bool = True
+    """Has ``POST /topics/{t}/batch`` (Nchan has no batch publish)."""
+    rss_of: str = "server"
+    """Whose RSS is its memory: ``server`` (the one process) or ``workers``
+    (nginx's worker processes: the master holds no connection)."""
 
 
 def gateway_kind(
@@ -84,7 +102,12 @@ KINDS = {
         ("--topic", "bench", "--loop", "asyncio", "--http", "h11"),
         ("sse",),
     ),
+    "nchan": ServerKind(
+        "nchan", "Nchan (nginx, 1 worker)", "nginx", engine="nchan", batch=False, rss_of="workers"
+    ),
 }
+PEERS = tuple(KINDS)
+"""The servers streamgate is measured against (``--peers``)."""
 
 
 @dataclass
@@ -95,6 +118,8 @@ class Server:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
+    prefix: str = ""
+    """Nchan: the temp dir holding nginx's config, pid file, logs and temp paths."""
     _log: object = field(default=None, repr=False)
 
     @property
@@ -104,19 +129,22 @@ class Server:
 
     def start(self, timeout: float = 20.0) -> Server:
         self.port = free_port()
+        if self.kind.engine == "nchan":
+            argv, cwd, env = self._nginx_argv()
+        else:
+            argv = [sys.executable, "-m", self.kind.module, *self.kind.args]
+            if self.kind.module == "gateway":
+                argv[4:4] = ["--host", HOST, "--port", str(self.port)]
+            else:
+                argv += ["--port", str(self.port)]
+            path = os.pathsep.join(dict.fromkeys([self.kind.repo, REPO]))
+            cwd, env = self.kind.repo, dict(os.environ, PYTHONPATH=path)
+            env.update(self.kind.env)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.kind.name)
         fd, self.log_path = tempfile.mkstemp(prefix=f"bench-{safe}-", suffix=".log")
-        argv = [sys.executable, "-m", self.kind.module, *self.kind.args]
-        if self.kind.module == "gateway":
-            argv[4:4] = ["--host", HOST, "--port", str(self.port)]
-        else:
-            argv += ["--port", str(self.port)]
-        path = os.pathsep.join(dict.fromkeys([self.kind.repo, REPO]))
-        env = dict(os.environ, PYTHONPATH=path)
-        env.update(self.kind.env)
         self.proc = subprocess.Popen(
             argv,
-            cwd=self.kind.repo,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=fd,
             stderr=subprocess.STDOUT,
@@ -139,6 +167,22 @@ class Server:
         self.stop()
         raise RuntimeError(f"{self.kind.name} did not answer within {timeout} s")
 
+    def _nginx_argv(self) -> tuple[list[str], str, dict[str, str]]:
+        """``nginx -c CONF -p DIR`` with a config of its own in a fresh temp dir."""
+        setup = nchan.locate()
+        if isinstance(setup, str):
+            raise RuntimeError(f"Nchan: {setup}")
+        self.prefix = tempfile.mkdtemp(prefix="bench-nchan-")
+        # Started by root, nginx runs its worker as 'nobody': let it into the dir.
+        os.chmod(self.prefix, 0o755)
+        conf = os.path.join(self.prefix, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nchan.config(setup, self.prefix, self.port, raise_nofile()))
+        argv = [setup.nginx, "-c", conf, "-p", self.prefix + "/"]
+        if setup.has_error_log_flag:
+            argv += ["-e", os.path.join(self.prefix, "error.log")]
+        return argv, self.prefix, dict(os.environ)
+
     def get(self, path: str) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection(HOST, self.port, timeout=5)
         try:
@@ -148,39 +192,76 @@ class Server:
         finally:
             conn.close()
 
+    def pids(self) -> list[int]:
+        """Every process of the server (its session), the one started first."""
+        return session_pids(self.pid) if self.proc is not None else []
+
     def cpu(self) -> float:
-        return proc_cpu(self.pid)
+        """User + system CPU seconds of all the server's processes."""
+        return sum(proc_cpu(pid) for pid in self.pids())
+
+    def memory_pids(self) -> list[int]:
+        """The processes whose RSS is the server's memory (nginx: its workers)."""
+        pids = self.pids()
+        if self.kind.rss_of == "workers":
+            return [p for p in pids if p != self.pid] or pids
+        return pids[:1]
 
     def rss_kib(self) -> int:
-        return proc_rss_kib(self.pid)
+        return sum(proc_rss_kib(pid) for pid in self.memory_pids())
 
     def log_tail(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()[-2000:]
-        except OSError:
-            return ""
+        text = ""
+        paths = [self.log_path]
+        if self.prefix:
+            paths.append(os.path.join(self.prefix, "error.log"))
+        for path in paths:
+            try:
+                with open(path, errors="replace") as f:
+                    text += f.read()[-2000:]
+            except OSError:
+                pass
+        return text
 
     def stop(self) -> None:
+        """SIGTERM by pid (nginx: its master, which stops its workers; a Python
+        server: its process group), SIGKILL past 8 s; then whatever of the
+        server's processes is left, by pid."""
         proc = self.proc
         if proc is None:
             return
+        leader = proc.pid
         if proc.poll() is None:
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                if self.kind.engine == "nchan":
+                    os.kill(leader, signal.SIGTERM)  # nginx: fast shutdown
+                else:
+                    os.killpg(leader, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:
                 proc.wait(timeout=8)
             except subprocess.TimeoutExpired:
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    os.killpg(leader, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 proc.wait(timeout=5)
+        # A worker that outlived its master still belongs to the session.
+        deadline = time.monotonic() + 5.0
+        while (left := session_pids(leader)) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
         self.proc = None
         if self.log_path:
             try:
                 os.unlink(self.log_path)
             except OSError:
                 pass
+        if self.prefix:
+            shutil.rmtree(self.prefix, ignore_errors=True)
+            self.prefix = ""

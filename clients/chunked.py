@@ -38,8 +38,16 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-import ijson
+try:
+    import aiohttp
+    import ijson
+except ModuleNotFoundError as exc:  # run as a script without it: one line, not a traceback
+    if __name__ != "__main__":
+        raise
+    sys.exit(
+        f"error: python -m clients.chunked needs aiohttp and ijson ({exc}): "
+        "pip install -e '.[clients]' (or pip install aiohttp ijson)"
+    )
 
 __all__ = [
     "ChunkedClient",

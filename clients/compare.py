@@ -35,16 +35,36 @@ import time
 import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
+try:
+    import aiohttp
 
-from clients.chunked import ChunkedClient
-from clients.sse import SSEClient
-from clients.sync import SyncClient
-from clients.ws import WSClient
+    from clients.chunked import ChunkedClient
+    from clients.sse import SSEClient
+    from clients.sync import SyncClient
+    from clients.ws import WSClient
+except ModuleNotFoundError as exc:  # run as a script without them: one line, not a traceback
+    if __name__ != "__main__":
+        raise
+    sys.exit(
+        f"error: python -m clients.compare needs every client's dependencies ({exc}): "
+        "pip install -e '.[clients]'"
+    )
 
-__all__ = ["TRANSPORTS", "Report", "TransportResult", "compare", "main"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "TRANSPORTS",
+    "Report",
+    "TransportResult",
+    "compare",
+    "latency_figure",
+    "latency_ticks",
+    "main",
+    "plot",
+]
 
 TRANSPORTS = ("chunked", "json", "sse", "ws", "sync")
 DEFAULT_TRANSPORTS = ("chunked", "sse", "ws")
@@ -429,14 +449,45 @@ async def compare(
     return Report(topic, seconds, since, until, results)
 
 
-def plot(report: Report, path: str) -> None:
-    """Draw the latency distribution of each transport (ECDF) into *path* (PNG)."""
-    import matplotlib  # lazily: only --plot needs it
+def latency_ticks(lo: float, hi: float) -> list[float] | None:
+    """Tick values for a log latency axis spanning *lo*..*hi* ms: 1-2-5 in each decade
+    (only the decades when that makes more than a dozen), or ``None`` when the span is too
+    narrow for three of those; every value reads as a plain number of ms (0.5, 1, 2, 5, 10)."""
+    if not 0 < lo < hi:
+        return None
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    for subs in ((1, 2, 5), (1,)):
+        ticks = [
+            float(f"{m}e{e}")  # exact decimal values: 0.3, not 0.30000000000000004
+            for e in range(first, last + 1)
+            for m in subs
+            if lo <= float(f"{m}e{e}") <= hi
+        ]
+        if len(ticks) <= 12:
+            return ticks if len(ticks) >= 3 else None
+    return ticks
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+def _ms_label(value: float, _pos: int | None = None) -> str:
+    """A latency tick label: the plain number of ms, ``0.5``, ``1``, ``250``."""
+    return f"{value:.6g}"
+
+
+def latency_figure(report: Report) -> Figure:
+    """The latency distribution of each transport (ECDF), as a matplotlib Figure: nothing
+    is written, and no pyplot state is touched. The latency axis is in ms, with plain
+    labels (log scale when every latency is positive)."""
+    from matplotlib.figure import Figure  # lazily: only --plot needs matplotlib
+    from matplotlib.ticker import (
+        FixedLocator,
+        FuncFormatter,
+        MaxNLocator,
+        NullFormatter,
+        NullLocator,
+    )
+
+    fig = Figure(figsize=(8, 4.5), layout="tight")
+    ax = fig.subplots()
     for r in report.results:
         if not r.latencies_ms:
             continue
@@ -452,11 +503,24 @@ def plot(report: Report, path: str) -> None:
         lo = min(min(r.latencies_ms) for r in report.results if r.latencies_ms)
         if lo > 0:
             ax.set_xscale("log")
+            # matplotlib's log axis reads 6×10⁻¹…10⁰: plain ms instead, on 1-2-5 ticks, or
+            # on round values in between when the span is narrower than that.
+            ticks = latency_ticks(*ax.get_xlim())
+            if ticks is not None:
+                ax.xaxis.set_major_locator(FixedLocator(ticks))
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+                ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(_ms_label))
         ax.legend(loc="lower right")
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def plot(report: Report, path: str) -> None:
+    """Draw the latency distribution of each transport (ECDF) into *path* (PNG)."""
+    latency_figure(report).savefig(path, dpi=100)
 
 
 def _progress_printer(seconds: float) -> Callable[[float, list[TransportResult]], None]:
@@ -505,6 +569,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0:
         print("error: --seconds must be positive", file=sys.stderr)
         return 2
+    if args.plot:
+        # Said now, not after the run.
+        try:
+            import matplotlib  # noqa: F401
+        except ModuleNotFoundError as exc:
+            print(
+                f"error: --plot needs matplotlib ({exc}): pip install -e '.[clients]'",
+                file=sys.stderr,
+            )
+            return 1
     progress = None if args.quiet else _progress_printer(args.seconds)
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     try:

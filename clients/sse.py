@@ -45,7 +45,15 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
+try:
+    import aiohttp
+except ModuleNotFoundError as exc:  # run as a script without it: one line, not a traceback
+    if __name__ != "__main__":
+        raise
+    sys.exit(
+        f"error: python -m clients.sse needs aiohttp ({exc}): "
+        "pip install -e '.[clients]' (or pip install aiohttp)"
+    )
 
 __all__ = [
     "Event",

@@ -32,7 +32,15 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-import requests
+try:
+    import requests
+except ModuleNotFoundError as exc:  # run as a script without it: one line, not a traceback
+    if __name__ != "__main__":
+        raise
+    sys.exit(
+        f"error: python -m clients.sync needs requests ({exc}): "
+        "pip install -e '.[clients]' (or pip install requests)"
+    )
 
 __all__ = ["Message", "Stats", "StreamError", "SyncClient", "Token", "main"]
 
@@ -357,6 +365,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"bearer token, sent as Authorization: Bearer (default: ${TOKEN_ENV})",
     )
     p.add_argument("--max-retries", type=int, help="give up after N failed reconnections")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="retry the first connection too, for a client started before its server",
+    )
     return p
 
 
@@ -381,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         limit=args.limit,
         on_control=_note,
         max_retries=args.max_retries,
+        fail_fast=not args.wait,
         token=token or None,
     )
     received = 0

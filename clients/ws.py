@@ -47,8 +47,16 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+try:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+except ModuleNotFoundError as exc:  # run as a script without it: one line, not a traceback
+    if __name__ != "__main__":
+        raise
+    sys.exit(
+        f"error: python -m clients.ws needs websockets 13 or newer ({exc}): "
+        "pip install -e '.[clients]' (or pip install 'websockets>=13')"
+    )
 
 __all__ = ["Message", "Stats", "StreamError", "Token", "WSClient", "main", "should_reconnect"]
 

@@ -85,7 +85,7 @@ class GatewaySite(web.BaseSite):
     ``--max-connections`` refusal) or adopt aiohttp's handler.
     """
 
-    __slots__ = ("_bound_port", "_host", "_port", "_wrap")
+    __slots__ = ("_bound_port", "_host", "_port", "_reuse_port", "_wrap")
 
     def __init__(
         self,
@@ -95,12 +95,14 @@ class GatewaySite(web.BaseSite):
         *,
         wrap: Callable[[web.Server], Callable[[], asyncio.BaseProtocol]],
         backlog: int = 128,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._wrap = wrap
         self._bound_port = port
+        self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
@@ -116,7 +118,12 @@ class GatewaySite(web.BaseSite):
         assert server is not None
         loop = asyncio.get_running_loop()
         listener = await loop.create_server(
-            self._wrap(server), self._host, self._port, backlog=self._backlog, reuse_address=True
+            self._wrap(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
         )
         self._server = listener
         if listener.sockets:

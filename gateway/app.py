@@ -28,7 +28,7 @@ from .logs import ACCESS, AccessLog, RequestLog
 from .origins import ORIGINS, OriginPolicy
 from .responses import name_the_server
 from .settings import Settings
-from .sources import count, load_target, parse_spec, run_shared, takes_skip, ticks
+from .sources import PerConnection, count, load_target, parse_spec, run_shared, ticks
 from .transports.common import validate_topic
 from .transports.stream import reset_connection
 
@@ -70,12 +70,16 @@ def build_app(settings: Settings, *, authorize: Authorize | None = None) -> web.
     hub = Hub(broker, write_delay=settings.write_delay)
     auth = Auth(settings, authorize=authorize)
     ctx = Context(settings=settings, broker=broker, hub=hub, auth=auth)
-    ctx.streams["count"] = count
+    ctx.streams["count"] = PerConnection(count)
     for spec in settings.streams:
         name, target = parse_spec(spec)
-        ctx.streams[validate_topic(name)] = load_target(target)
-    for factory in ctx.streams.values():
-        takes_skip(factory)  # read each signature once, at load; requests hit the cache
+        ctx.streams[validate_topic(name)] = PerConnection(load_target(target))
+    if settings.tick_interval > 0:
+        interval = settings.tick_interval
+        ctx.shared[TICKS] = lambda: ticks(interval)
+    for spec in settings.sources:
+        name, target = parse_spec(spec)
+        ctx.shared[validate_topic(name)] = load_target(target)
     extra = {}
     if settings.metrics:  # prometheus-client is imported only then
         from .metrics import Metrics, metrics_handler
@@ -101,22 +105,11 @@ def build_app(settings: Settings, *, authorize: Authorize | None = None) -> web.
     return app
 
 
-def _shared_sources(ctx: Context) -> dict[str, Callable[[], AsyncIterator[object]]]:
-    settings = ctx.settings
-    sources: dict[str, Callable[[], AsyncIterator[object]]] = {}
-    if settings.tick_interval > 0:
-        interval = settings.tick_interval
-        sources[TICKS] = lambda: ticks(interval)
-    for spec in settings.sources:
-        name, target = parse_spec(spec)
-        sources[validate_topic(name)] = load_target(target)
-    return sources
-
-
 def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]]:
     async def background(app: web.Application) -> AsyncIterator[None]:
         await ctx.broker.start()
-        sources = _shared_sources(ctx)
+        ctx.started = True
+        sources = ctx.shared
         for name in (*ctx.settings.topics, *sources):
             if name in ctx.streams:
                 raise ValueError(f"{name!r} is both a topic and a per-connection stream")
@@ -141,6 +134,7 @@ def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            ctx.started = False
             await ctx.broker.close()
 
     return background
@@ -206,7 +200,9 @@ async def running(
     get their goodbye, handlers get the rest of the grace, then connections
     that are still open (clients that do not read) are dropped.
     """
-    app = build_app(settings, authorize=authorize)
+    from .embed import Gateway  # the public API, built on build_app
+
+    app = Gateway(settings, authorize=authorize).app
     ctx = app[CONTEXT]
     runner = web.AppRunner(
         app,
@@ -221,7 +217,14 @@ async def running(
     gate = ctx.gate = ConnectionGate(max_connections(settings.max_connections))
     await runner.setup()
     try:
-        site = GatewaySite(runner, settings.host, settings.port, wrap=gate.wrap, backlog=4096)
+        site = GatewaySite(
+            runner,
+            settings.host,
+            settings.port,
+            wrap=gate.wrap,
+            backlog=4096,
+            reuse_port=settings.workers > 1,
+        )
         await site.start()
         yield Running(app, runner, site.port)
     finally:
@@ -273,6 +276,7 @@ def warn_if_open(settings: Settings, port: int | None = None) -> bool:
     port = settings.port if port is None else port
     host = settings.host or "0.0.0.0"
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    local = False
     if host in ("0.0.0.0", "::"):
         where += ", every interface: other machines reach it too"
     else:
@@ -283,8 +287,9 @@ def warn_if_open(settings: Settings, port: int | None = None) -> bool:
         where += ", this machine only" if local else ""
     log.warning(
         "no access control: anyone who can reach the gateway may publish, delete topics and "
-        "read every topic; it listens on %s (--host 127.0.0.1 keeps it to this machine)",
+        "read every topic; it listens on %s%s",
         where,
+        "" if local else " (--host 127.0.0.1 keeps it to this machine)",
     )
     return True
 

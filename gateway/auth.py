@@ -74,7 +74,7 @@ __all__ = [
 log = logging.getLogger("gateway.auth")
 
 Action = Literal["subscribe", "publish"]
-Authorize = Callable[[web.BaseRequest, str, Action], "bool | Awaitable[bool]"]
+Authorize = Callable[[web.Request, str, Action], "bool | Awaitable[bool]"]
 """An embedding application's own check: True allows, False is 403."""
 
 TOKEN_CACHE_SIZE = 4096
@@ -457,7 +457,7 @@ class Auth:
 
     # -- the check -------------------------------------------------------------------------------
 
-    async def check(self, request: web.BaseRequest, topic: str, action: Action) -> Grant:
+    async def check(self, request: web.Request, topic: str, action: Action) -> Grant:
         """May this request do ``action`` on ``topic``? The :class:`Grant`, or
         401/403/503 raised (see the module's docstring for the order)."""
         if self._off:
@@ -531,7 +531,7 @@ class Auth:
             cache[token] = claims
         return claims
 
-    async def _ask_authorize(self, request: web.BaseRequest, topic: str, action: Action) -> Grant:
+    async def _ask_authorize(self, request: web.Request, topic: str, action: Action) -> Grant:
         assert self._authorize is not None
         try:
             allowed = self._authorize(request, topic, action)
@@ -548,7 +548,7 @@ class Auth:
             raise Forbidden(f"not allowed: {action} on {topic!r}")
         return OPEN
 
-    async def visible(self, request: web.BaseRequest, names: Sequence[str]) -> list[str]:
+    async def visible(self, request: web.Request, names: Sequence[str]) -> list[str]:
         """The names the request may subscribe to (``GET /topics``). 401 when it
         may see none for want of a credential (no anonymous topic among them)."""
         if self._off:
@@ -570,7 +570,7 @@ class Auth:
                 raise Unauthorized("listing topics needs a token")
         return allowed
 
-    async def _may_read(self, request: web.BaseRequest, name: str) -> bool | Unauthorized:
+    async def _may_read(self, request: web.Request, name: str) -> bool | Unauthorized:
         try:
             await self.check(request, name, "subscribe")
         except Unauthorized as exc:

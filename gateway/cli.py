@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .settings import add_arguments, from_args
+from .settings import Settings, add_arguments, from_args
 
 __all__ = ["main"]
 
@@ -62,13 +62,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError:
             print("streamgate: --loop uvloop needs uvloop: pip install uvloop", file=sys.stderr)
             return 2
-        try:
-            with asyncio.Runner(loop_factory=factory) as runner:
-                runner.run(serve(settings))
-        except (ValueError, OSError) as exc:
-            print(f"streamgate: {exc}", file=sys.stderr)
-            return 1
-        return 0
+
+        def run_one(settings: Settings) -> int:
+            try:
+                with asyncio.Runner(loop_factory=factory) as runner:
+                    runner.run(serve(settings))
+            except (ValueError, OSError) as exc:
+                print(f"streamgate: {exc}", file=sys.stderr)
+                return 1
+            return 0
+
+        if settings.workers > 1:
+            from .workers import run_workers
+
+            return run_workers(settings, run_one)
+        return run_one(settings)
     return 2
 
 

@@ -14,7 +14,7 @@ from .auth import Auth
 from .broker import Broker
 from .hub import Hub
 from .settings import Settings
-from .sources import StreamFactory
+from .sources import PerConnection, SourceFactory
 
 if TYPE_CHECKING:
     from .limits import ConnectionGate
@@ -35,7 +35,11 @@ class Context:
     hub: Hub
     auth: Auth
     """The one access decision (``auth.check``) and the per-client limits (``auth.quota``)."""
-    streams: dict[str, StreamFactory] = field(default_factory=dict)
+    streams: dict[str, PerConnection] = field(default_factory=dict)
+    """Per-connection streams by name (``count``, ``--stream``, ``Gateway.stream``)."""
+    shared: dict[str, SourceFactory] = field(default_factory=dict)
+    """Shared sources by topic (``ticks``, ``--source``, ``Gateway.source``),
+    started with the gateway."""
     sessions: dict[Stream, None] = field(default_factory=dict)
     """Every open streaming connection (heartbeats, shutdown, tests); a dict as
     an ordered set, a third of a set's size at thousands of connections."""
@@ -44,6 +48,8 @@ class Context:
     sources: dict[str, str] = field(default_factory=dict)
     """Each shared source: ``running`` on this gateway, or ``standby`` (another
     replica holds its lease)."""
+    started: bool = False
+    """Whether the broker is started (the application is running)."""
     gate: ConnectionGate | None = None
     """The connection limit, once the gateway listens."""
     metrics: Metrics | None = None
@@ -52,8 +58,8 @@ class Context:
     """The streams' access lines (``--access-log``, ``gateway/logs.py``); None when off."""
 
     async def publish(self, topic: str, data_json: Sequence[bytes]) -> list[Message]:
-        """Every publish of the gateway (API, WebSocket, sources): the broker's,
-        counted and timed when metrics are on."""
+        """Every publish of the gateway (API, WebSocket, sources, ``Gateway.publish``):
+        the broker's, counted and timed when metrics are on."""
         metrics = self.metrics
         if metrics is None:
             return await self.broker.publish(topic, data_json)

@@ -10,7 +10,8 @@ Nothing here runs per delivery. What is counted, and where:
 * **publishes** (``streamgate_messages_published_total``,
   ``streamgate_publish_seconds``): ``ctx.publish`` times the broker's publish
   and hands the figures to :meth:`Metrics.published`, for every publish of
-  this gateway (HTTP, batch, WebSocket command, shared sources). No topic
+  this gateway (HTTP, batch, WebSocket command, shared sources, and
+  ``Gateway.publish`` in an embedding application). No topic
   label: topics are made by clients, an unbounded set.
 * **flush duration** (``streamgate_flush_seconds``): the hub's flush, timed once
   per flush (two ``perf_counter`` calls and a bucket increment).
@@ -220,7 +221,7 @@ class _Collector(Collector):
         )
         yield CounterMetricFamily(
             "streamgate_messages_published",
-            "Messages this gateway published (HTTP, batch, WebSocket, sources).",
+            "Messages this gateway published (HTTP, batch, WebSocket, sources, Gateway.publish).",
             value=m.messages_published,
         )
         deliveries = CounterMetricFamily(

@@ -294,6 +294,12 @@ class Settings:
         "event loop: 'uvloop', 'asyncio', or 'auto' (uvloop when it is installed)",
         group="lifecycle",
     )
+    workers: int = _opt(
+        1,
+        "processes serving the same port (SO_REUSEPORT), one core each; more than 1 needs "
+        "a shared broker (--broker redis://...) and a fixed --port",
+        group="lifecycle",
+    )
 
     def __post_init__(self) -> None:
         positive = (
@@ -332,6 +338,16 @@ class Settings:
                 f"{HISTORY_ENTRY_SLACK}) = {least} (a batch of full-size messages), "
                 f"got {self.max_history_bytes}"
             )
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.workers > 1 and self.broker == "memory":
+            raise ValueError(
+                "workers > 1 needs a shared broker (--broker redis://...): with the memory "
+                "broker each worker would hold topics and ids of its own, and a client would "
+                "see a different history on each"
+            )
+        if self.workers > 1 and self.port == 0:
+            raise ValueError("workers > 1 needs a fixed port (every worker listens on it)")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}")
         if self.metrics_token != self.metrics_token.strip() or " " in self.metrics_token:

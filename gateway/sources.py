@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import importlib
 import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import types
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
 
 __all__ = [
+    "PerConnection",
     "Publish",
     "SourceFactory",
     "StreamFactory",
@@ -35,7 +37,6 @@ __all__ = [
     "parse_spec",
     "run_shared",
     "run_source",
-    "takes_skip",
     "ticks",
 ]
 
@@ -66,31 +67,97 @@ def load_target(target: str) -> Callable[..., AsyncIterator[Any]]:
     return obj  # type: ignore[no-any-return]
 
 
-def takes_skip(factory: Callable[..., object]) -> bool:
-    """Whether a per-connection stream positions itself: a keyword-only ``skip``.
+class PerConnection:
+    """A per-connection stream's factory, with what its signature says, read
+    once when it is registered (``inspect`` is slow; requests must not pay):
 
-    Such a stream is called with ``skip=<items to skip>`` (0 when not resuming)
-    and yields from item ``skip + 1`` on; the gateway then skips nothing itself.
-    Decided once per factory (``inspect.signature`` is slow): the gateway asks at
-    load and every request hits the cache.
+    * whether it positions itself: a keyword-only ``skip``. Such a stream is
+      called with ``skip=<items to skip>`` (0 when not resuming) and yields
+      from item ``skip + 1`` on; the gateway then skips nothing itself.
+    * how to convert each query parameter: one annotated ``int``, ``float`` or
+      ``bool`` (alone or with ``None``) is converted, and a value that does not
+      convert is a ``ValueError`` (400 ``bad_params``); any other parameter, and
+      one whose annotation admits ``str``, gets the string as it came.
     """
-    try:
-        return _takes_skip_cached(factory)
-    except TypeError:  # an unhashable callable object: inspect it every time
-        return _takes_skip(factory)
+
+    __slots__ = ("converters", "factory", "takes_skip")
+
+    def __init__(self, factory: StreamFactory) -> None:
+        if not callable(factory):
+            raise TypeError(f"a per-connection stream must be callable, got {factory!r}")
+        self.factory = factory
+        self.takes_skip = False
+        self.converters: dict[str, Callable[[str], object]] = {}
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):  # no signature to read (some builtins)
+            return
+        skip = params.get("skip")
+        self.takes_skip = skip is not None and skip.kind is inspect.Parameter.KEYWORD_ONLY
+        try:
+            hints = typing.get_type_hints(factory)
+        except Exception:  # an annotation that does not resolve: pass strings
+            hints = {}
+        for name in params:
+            convert = _converter(hints.get(name))
+            if convert is not None:
+                self.converters[name] = convert
+
+    def __call__(self, params: Mapping[str, str], skip: int) -> AsyncIterator[Any]:
+        """Start the generator (``ValueError``/``TypeError`` for bad parameters)."""
+        args: Mapping[str, object] = params
+        if self.converters:
+            convert = self.converters
+            args = {k: (convert[k](v) if k in convert else v) for k, v in params.items()}
+        if self.takes_skip:
+            return aiter(self.factory(**args, skip=skip))
+        return aiter(self.factory(**args))
 
 
-@functools.lru_cache(maxsize=256)
-def _takes_skip_cached(factory: Callable[..., object]) -> bool:
-    return _takes_skip(factory)
-
-
-def _takes_skip(factory: Callable[..., object]) -> bool:
-    try:
-        param = inspect.signature(factory).parameters.get("skip")
-    except (TypeError, ValueError):  # no signature to read (some builtins)
+def _to_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
         return False
-    return param is not None and param.kind is inspect.Parameter.KEYWORD_ONLY
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _to_int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {raw!r}") from None
+
+
+def _to_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"expected a finite number, got {raw!r}")
+    return value
+
+
+_CONVERTERS: dict[object, Callable[[str], object]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+}
+
+
+def _converter(annotation: object) -> Callable[[str], object] | None:
+    """The converter for a parameter's annotation, or None (pass the string)."""
+    if annotation is None:
+        return None
+    args = typing.get_args(annotation)
+    if args and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [a for a in args if a is not type(None)]
+        if len(kinds) != 1:
+            return None  # str | int and the like: the function converts itself
+        annotation = kinds[0]
+    return _CONVERTERS.get(annotation)
 
 
 # -- built-ins -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""pytest configuration: fixtures shared by the suite live in tests/helpers.py."""
+"""pytest configuration: fixtures shared by the suite live in tests/helpers.py, and the
+browser tests' ``browser`` (a Chromium, or a skip saying how to get one) in tests/browser.py."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.browser import browser
 from tests.helpers import GatewayUnderTest, start_gateway
+
+__all__ = ["browser", "gateway"]
 
 
 @pytest.fixture

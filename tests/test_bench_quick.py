@@ -8,17 +8,24 @@ the same message JSON on the wire: compact, keys in the same order, the bench's
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import os
 import time
+from collections.abc import Callable
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bench import report, run
+from bench import nchan, report, run
 from bench.baseline import build_app
-from bench.common import PATTERN
+from bench.common import HOST, PATTERN
+from bench.servers import KINDS, Server
 from tests.helpers import JSON_HEADERS, TIMEOUT, start_gateway
+
+NCHAN = nchan.locate()
+"""nginx with the Nchan module here, or why not (the tests never install it)."""
 
 KEYS = ["id", "topic", "ts", "data"]
 
@@ -168,6 +175,108 @@ async def test_c_latency_subscribers_time_every_delivery(transport: str) -> None
     assert sum(hist.values()) == sum(khist.values()) == 30
     # Loopback: every delivery well under a second, the socket no later than the process.
     assert 0 < klat_max <= lat_max < 1000
+
+
+def _post(port: int, body: bytes) -> int:
+    conn = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT)
+    try:
+        conn.request("POST", "/topics/bench", body, JSON_HEADERS)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(isinstance(NCHAN, str), reason=f"Nchan not available: {NCHAN}")
+def test_nchan_is_started_serves_every_transport_and_is_stopped_by_pid() -> None:
+    """The harness starts nginx with Nchan (master and one worker), the bench's raw
+    subscribers count every message on all three transports (only those published
+    after they subscribed), and stopping it leaves none of its processes."""
+    from bench import load
+    from bench.run import start_subscribers
+
+    server = Server(KINDS["nchan"]).start()
+    fleets = {}
+    try:
+        pids = server.pids()
+        assert pids[0] == server.pid and len(pids) == 2  # the master, then its worker
+        assert server.memory_pids() == pids[1:]
+        prefix = server.prefix
+        assert os.path.isfile(os.path.join(prefix, "nginx.conf"))
+        # No subscriber yet: 202, and nobody will get this one.
+        assert _post(server.port, b'{"t0":1.5}') == 202
+        for t in ("chunked", "sse", "ws"):
+            fleets[t] = start_subscribers(
+                server.port, t, f"/{t}/bench", 1, 1, mode="count", lifetime=TIMEOUT * 3
+            )
+        for t, fleet in fleets.items():
+            _until(lambda f=fleet: f.total(load.C_CONNECTED) == 1, f"the {t} subscriber")
+        _until(lambda: b"subscribers: 3\n" in server.get("/healthz")[1], "3 Nchan subscribers")
+        for i in range(5):
+            assert _post(server.port, b'{"t0":%d.5}' % i) == 201
+        for t, fleet in fleets.items():
+            _until(lambda f=fleet: f.total(load.C_DELIVERED) >= 5, f"5 messages on {t}")
+        time.sleep(0.1)
+        for t, fleet in fleets.items():
+            assert fleet.total(load.C_DELIVERED) == 5, t
+            assert fleet.total(load.C_FAILED) == 0 and fleet.total(load.C_CLOSED) == 0, t
+    finally:
+        for fleet in fleets.values():
+            fleet.stop()
+        server.stop()
+    assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+    assert not os.path.exists(prefix)
+
+
+def test_nchan_config_keeps_every_path_in_its_dir() -> None:
+    setup = nchan.Setup("/usr/sbin/nginx", "/usr/lib/nginx/modules/ngx_nchan_module.so", "1.22.1")
+    text = nchan.config(setup, "/tmp/bench-nchan-x", 8099, 20000)
+    assert "daemon off;" in text and "worker_processes 1;" in text
+    assert "load_module /usr/lib/nginx/modules/ngx_nchan_module.so;" in text
+    assert "worker_rlimit_nofile 20000;" in text and "worker_connections 19936;" in text
+    assert "access_log off;" in text
+    for directive in (
+        "pid",
+        "error_log",
+        "client_body_temp_path",
+        "proxy_temp_path",
+        "fastcgi_temp_path",
+        "uwsgi_temp_path",
+        "scgi_temp_path",
+    ):
+        lines = [ln.split() for ln in text.splitlines() if ln.split()[:1] == [directive]]
+        assert len(lines) == 1 and lines[0][1].startswith("/tmp/bench-nchan-x/"), directive
+    for kind in ("eventsource", "websocket", "http-chunked"):
+        assert f"nchan_subscriber {kind};" in text
+    assert text.count("nchan_subscriber_first_message newest;") == 3
+    assert "listen 127.0.0.1:8099" in text
+
+
+def test_nchan_batch_rows_say_not_applicable() -> None:
+    rows = [
+        _fan("gateway", "sse", "single", 200_000),
+        _fan("nchan", "sse", "single", 100_000),
+        _fan("gateway", "sse", "burst", 1_000_000),
+        {
+            "scenario": "na",
+            "server": "nchan",
+            "transport": "sse",
+            "n": 1000,
+            "mode": "burst",
+            "reason": run.NO_BATCH,
+        },
+    ]
+    table = report.nchan_table(rows)
+    assert "| sse | 1000 | 1 msg/POST, 8 conns | 100,000" in table and "**2.0×**" in table
+    assert f"n/a ({run.NO_BATCH})" in table
 
 
 def test_ab_variants_take_their_environment_to_the_server() -> None:

@@ -449,6 +449,70 @@ async def test_script_errors(kind: str) -> None:
             assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("module", "needs"),
+    [
+        ("clients.ws", "websockets 13 or newer"),
+        ("clients.sse", "aiohttp"),
+        ("clients.chunked", "aiohttp and ijson"),
+        ("clients.sync", "requests"),
+        ("clients.compare", "every client's dependencies"),
+    ],
+)
+async def test_script_without_its_dependencies_says_what_to_install(
+    module: str, needs: str
+) -> None:
+    """A client run where its packages are not installed: ``python -S`` leaves out
+    site-packages, and so every third-party package. One line naming the pip command."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-S",
+        "-m",
+        module,
+        f"http://127.0.0.1:{_free_port()}/chunked/news",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(TIMEOUT):
+        out, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert out == b""
+    lines = err.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: python -m {module} needs {needs} (No module named ")
+    assert "pip install -e '.[clients]'" in lines[0]
+
+
+@pytest.mark.parametrize("kind", list(SCRIPTS))
+async def test_script_waits_for_the_gateway(kind: str) -> None:
+    """--wait: a client started before its gateway retries the first connection (without
+    it: 'cannot connect', status 1, test_script_errors), then reads once the gateway is up."""
+    module, label, extra = SCRIPTS[kind]
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with script(
+        module, url, "--topic", "news", "--since", "0-0", "--count", "3", "--wait", *extra
+    ) as s:
+        assert s.proc.stderr is not None
+        notes: list[str] = []
+        async with asyncio.timeout(TIMEOUT):
+            # Its first attempt failed, and it is trying again rather than giving up.
+            while not any("reconnecting in" in note for note in notes):
+                line = await s.proc.stderr.readline()
+                assert line, f"the client exited ({await s.proc.wait()}): {notes}"
+                notes.append(line.decode())
+        assert s.proc.returncode is None
+        async with start_gateway(topics=("news",), port=port) as gw:
+            ids = await gw.publish_many("news", [{"i": i} for i in range(3)])
+            status, err = await s.finish()
+    assert status == 0, [*notes, err]
+    assert s.lines == [f'{label} {ids[i]} {{"i":{i}}}' for i in range(3)]
+    assert "Traceback" not in "".join(notes) + err
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_client_follows_goodbye_to_restarted_gateway(kind: str) -> None:
     """Server shutdown: goodbye (WS close 1001), the client keeps retrying and resumes."""

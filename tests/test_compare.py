@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import random
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from clients.compare import TRANSPORTS, Report, TransportResult, compare
+from clients.compare import TRANSPORTS, Report, TransportResult, compare, latency_figure
 from tests.helpers import TIMEOUT, start_gateway, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +107,56 @@ def test_report_detects_different_sequences() -> None:
     assert TransportResult("sse").percentile(50) is None
 
 
+@pytest.mark.parametrize(
+    ("lo", "hi", "expected"),
+    [
+        # The run that showed 6×10⁻¹ … 10⁰: every latency under a millisecond.
+        (0.6, 0.98, None),
+        (0.61, 0.64, None),
+        (0.3, 12.0, ["0.5", "1", "2", "5", "10"]),
+        (0.05, 2500.0, ["0.1", "1", "10", "100", "1000"]),
+    ],
+)
+def test_plot_latency_axis_reads_plain_milliseconds(
+    lo: float, hi: float, expected: list[str] | None
+) -> None:
+    """The --plot figure, drawn by Agg: the latency tick labels are plain numbers of ms at
+    their ticks' positions (no 6×10⁻¹, no offset), the minor ticks unlabelled."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    rng = random.Random(7)
+    results = []
+    for name in ("chunked", "sse", "ws"):
+        # Spread evenly on the log axis, with both ends in.
+        latencies = [lo, hi] + [lo * (hi / lo) ** rng.random() for _ in range(200)]
+        results.append(
+            TransportResult(name, ids=[str(i) for i in range(202)], latencies_ms=latencies)
+        )
+    fig = latency_figure(Report("ticks", 10.0, "0-0", "1-0", results))
+    FigureCanvasAgg(fig).draw()
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log"
+    assert "ms" in ax.get_xlabel()
+    left, right = ax.get_xlim()
+    # The axis spans the data, which is in ms (matplotlib's margins widen it a little).
+    assert left <= lo and hi <= right
+    assert math.log(right / left) < 1.2 * math.log(hi / lo)
+    shown = [
+        (label.get_position()[0], label.get_text())
+        for label in ax.get_xticklabels()
+        if left <= label.get_position()[0] <= right
+    ]
+    texts = [text for _, text in shown]
+    assert len(texts) >= 3, texts
+    for x, text in shown:
+        assert re.fullmatch(r"\d+(\.\d+)?", text), texts
+        assert math.isclose(float(text), x, rel_tol=1e-9), (x, text)
+    if expected is not None:
+        assert texts == expected
+    assert [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()] == []
+
+
 async def _run_cli(*args: str) -> tuple[int, str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
@@ -147,6 +200,30 @@ async def test_compare_cli_json_and_plot(tmp_path: Path) -> None:
     }
     assert "[" in err  # progress lines
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+async def test_compare_cli_plot_without_matplotlib_says_so_before_the_run(tmp_path: Path) -> None:
+    """--plot where matplotlib cannot be imported: one line naming the pip command, at
+    once, before any connection (nothing listens on the URL: that error would come next)."""
+    plot = tmp_path / "latency.png"
+    code = (
+        "import runpy, sys; sys.modules['matplotlib'] = None; "  # as if not installed
+        "runpy.run_module('clients.compare', run_name='__main__', alter_sys=True)"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "http://127.0.0.1:9", "--plot", str(plot),
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(TIMEOUT):
+        out, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert out == b""
+    assert err.decode().splitlines() == [
+        "error: --plot needs matplotlib (import of matplotlib halted; None in sys.modules): "
+        "pip install -e '.[clients]'"
+    ]
+    assert not plot.exists()
 
 
 async def test_compare_cli_table() -> None:

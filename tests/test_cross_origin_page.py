@@ -1,4 +1,4 @@
-"""A page on another origin, in a real browser (Debian's Chromium through playwright).
+"""A page on another origin, in a real browser (Chromium through playwright: tests/browser.py).
 
 The gateway listens on http://127.0.0.1:PORT1; a tiny aiohttp site the test
 starts serves a blank page on http://localhost:PORT2, another origin. From that
@@ -16,17 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, Response
 
 from tests.helpers import TIMEOUT, GatewayUnderTest, start_gateway
-from tests.test_page import MS, browser
+from tests.test_page import MS
 
-__all__ = ["browser"]  # the fixture, shared with tests/test_page.py
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page, Response
 
 pytestmark = pytest.mark.browser
 

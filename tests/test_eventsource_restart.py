@@ -6,12 +6,14 @@ next message."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
-from playwright.async_api import Browser
 
 from tests.helpers import TIMEOUT, free_port, spawn_gateway
-from tests.test_page import browser  # noqa: F401 (the fixture)
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 pytestmark = pytest.mark.browser
 
@@ -28,7 +30,7 @@ LISTEN = """() => {
 }"""
 
 
-async def test_eventsource_survives_a_gateway_restart(browser: Browser) -> None:  # noqa: F811
+async def test_eventsource_survives_a_gateway_restart(browser: Browser) -> None:
     port = free_port()
     page = await browser.new_page()
     try:

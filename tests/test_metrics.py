@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 
+import aiohttp
 import orjson
 import pytest
 import websockets
@@ -229,3 +230,41 @@ async def test_broker_errors_count_a_redis_that_went_away() -> None:
             assert value(samples, "streamgate_broker_errors_total") >= 2
             assert value(samples, "streamgate_messages_published_total") == 1
             assert ("streamgate_history_bytes", ()) not in samples  # Redis holds it
+
+
+async def test_attached_under_a_prefix_metrics_count_gateway_publish() -> None:
+    from aiohttp import web
+
+    from gateway import Gateway
+
+    gw = Gateway(tick_interval=0, grace=2.0, metrics_token="m3trics", topics=("news",))
+    app = web.Application()
+    gw.attach(app, prefix="/stream")
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    base = f"http://127.0.0.1:{port}/stream"
+    try:
+        reader = asyncio.create_task(read_until(base, "sse", "news", count=2))
+        await wait_for(lambda: gw.context.hub.subscriber_counts("news")["sse"] == 1)
+        await gw.publish("news", 1)
+        await gw.publish_many("news", [2])
+        assert [i.obj["data"] for i in (await reader).messages] == [1, 2]
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": "Bearer m3trics"}
+            async with session.get(f"{base}/metrics", headers=headers) as r:
+                assert r.status == 200
+                text = await r.text()
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
+                assert r.status == 404  # the host's root is the host's
+    finally:
+        await runner.cleanup()
+    samples: Samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert value(samples, "streamgate_messages_published_total") == 2
+    assert value(samples, "streamgate_deliveries_total", transport="sse") == 2

@@ -1,12 +1,12 @@
-"""The demo page (GET /) in a real browser: Debian's Chromium driven by playwright.
+"""The demo page (GET /) in a real browser: Chromium driven by playwright.
 
 The gateway runs in the test's event loop (tests.helpers.start_gateway) on a loopback port;
 the page reads its per-transport state from ``window.streamgate``. Every wait is a
 ``wait_for_function`` bounded by TIMEOUT, never a fixed sleep.
 
-Needs ``apt-get install -y chromium`` and ``pip install playwright`` (no ``playwright install``:
-the browser is the system one). A missing /usr/bin/chromium fails these tests, it does not
-skip them.
+Needs a Chromium (``apt-get install -y chromium``, or ``STREAMGATE_CHROMIUM``) and playwright
+(``pip install -e '.[test]'``; no ``playwright install``: the browser is the system one). Without
+either, these tests are skipped with the reason: the ``browser`` fixture, tests/browser.py.
 """
 
 from __future__ import annotations
@@ -16,24 +16,19 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright
 
 from tests.helpers import TIMEOUT, start_gateway
 
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, ConsoleMessage, Page, Request
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MS = int(TIMEOUT * 1000)  # playwright counts in milliseconds
 TRANSPORTS = ("chunked", "ws", "sse")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -62,22 +57,6 @@ SUBSCRIBERS_ARE_ONE = """async () => {
 def id_key(message_id: str) -> tuple[int, int]:
     ms, seq = message_id.split("-")
     return int(ms), int(seq)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 (a stat, once per test)
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
-            "(apt-get install -y chromium)",
-            pytrace=False,
-        )
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 class Session:

@@ -1,40 +1,28 @@
 """The page with a token: ``/?token=...``, and freshToken() after a 401 or an expiry.
 
 The page (gateway/static) is served by tests/token_server.py, which speaks the
-gateway's access-control contract, in a real Chromium (see tests/test_page.py
-for what that needs). Without a token the page is tested by tests/test_page.py.
+gateway's access-control contract, in a real Chromium (tests/browser.py: skipped,
+with the reason, without one). Without a token the page is tested by tests/test_page.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from playwright.async_api import Browser, async_playwright
 
 from tests.helpers import TIMEOUT
 from tests.token_server import token_server
 
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 MS = int(TIMEOUT * 1000)
 TRANSPORTS = ("chunked", "ws", "sse")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 (a stat, once per test)
-        pytest.fail(f"{CHROMIUM} is missing (apt-get install -y chromium)", pytrace=False)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 # The app's own freshToken: a new token on every call, counted.

@@ -20,7 +20,7 @@ import pytest
 import websockets
 
 from gateway.settings import from_args, from_env
-from gateway.sources import count, takes_skip
+from gateway.sources import PerConnection, count
 from tests import sample_sources
 from tests.helpers import GatewayUnderTest, start_gateway, wait_for
 from tests.wire import open_reader, read_until
@@ -219,13 +219,13 @@ class _Unhashable:
 
 
 def test_only_a_keyword_only_skip_counts() -> None:
-    assert takes_skip(count)
-    assert takes_skip(_kw_skip)
-    assert takes_skip(_Unhashable())
-    assert not takes_skip(_positional_skip)
-    assert not takes_skip(sample_sources.endless)  # **params would swallow it
-    assert not takes_skip(sample_sources.rows)
-    assert not takes_skip(len)
+    assert PerConnection(count).takes_skip
+    assert PerConnection(_kw_skip).takes_skip
+    assert PerConnection(_Unhashable()).takes_skip
+    assert not PerConnection(_positional_skip).takes_skip
+    assert not PerConnection(sample_sources.endless).takes_skip  # **params would swallow it
+    assert not PerConnection(sample_sources.rows).takes_skip
+    assert not PerConnection(len).takes_skip  # type: ignore[arg-type]
 
 
 async def test_count_starts_after_skip_in_constant_time() -> None:
@@ -240,3 +240,19 @@ def test_max_skip_is_a_flag_and_a_variable() -> None:
     assert from_args(["--max-skip", "9"], {}).max_skip == 9
     with pytest.raises(ValueError, match="max_skip"):
         from_env({"STREAMGATE_MAX_SKIP": "-1"})
+
+
+async def _annotated(
+    a: int, b: float | None = None, c: bool = False, d: str | int = "x", e: object = None
+) -> AsyncIterator[object]:
+    yield (a, b, c, d, e)
+
+
+async def test_parameters_are_converted_by_their_annotations() -> None:
+    stream = PerConnection(_annotated)
+    assert sorted(stream.converters) == ["a", "b", "c"]  # str | int and object: as given
+    params = {"a": "7", "b": "2.5", "c": "off", "d": "5", "e": "y"}
+    assert await anext(stream(params, 0)) == (7, 2.5, False, "5", "y")
+    for bad in ({"a": "7.0"}, {"a": "1", "b": "inf"}, {"a": "1", "c": "maybe"}):
+        with pytest.raises(ValueError):
+            stream(bad, 0)

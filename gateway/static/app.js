@@ -38,6 +38,7 @@ async function freshToken() {
 (() => {
   const TRANSPORTS = ["chunked", "ws", "sse"];
   const LOG_MAX = 100; // lines kept in each column's list
+  const TOPIC_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/; // the gateway's own rule (PROTOCOL.md)
   const IDS_MAX = 100000; // ids kept per column for the checks (oldest dropped beyond that)
   const RATE_WINDOW_MS = 5000;
   const LATENCY_SAMPLES = 50;
@@ -270,7 +271,8 @@ async function freshToken() {
       // WebSocket and EventSource cannot send headers: their token goes in the query.
       if (auth.token !== null && this.name !== "chunked") params.set("token", auth.token);
       const query = params.toString() ? `?${params}` : "";
-      const path = `/${this.name === "ws" ? "ws" : this.name}/${enc(page.topic)}${query}`;
+      // Relative to the page, so the gateway works mounted under a prefix (/stream/).
+      const path = `${this.name}/${enc(page.topic)}${query}`;
       this.setState("connecting", `since=${since ?? "(live)"}`);
       if (this.name === "chunked") this.openChunked(token, path);
       else if (this.name === "ws") this.openWs(token, path);
@@ -512,8 +514,9 @@ async function freshToken() {
     }
 
     openWs(token, path) {
-      const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-      const ws = new WebSocket(`${scheme}//${location.host}${path}`);
+      const url = new URL(path, location.href);
+      url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+      const ws = new WebSocket(url);
       this.handle = ws;
       let wasOpen = false;
       ws.onopen = () => {
@@ -584,7 +587,7 @@ async function freshToken() {
       this.resumeText = `reconnected with since=${since}, catching up…`;
       (async () => {
         try {
-          const r = await fetch(`/topics/${enc(page.topic)}/messages?limit=1`, {
+          const r = await fetch(`topics/${enc(page.topic)}/messages?limit=1`, {
             cache: "no-store",
             headers: authHeaders(),
           });
@@ -614,7 +617,7 @@ async function freshToken() {
         let cursor = resume.since;
         while (resume.target !== null && cmpId(cursor, resume.target) < 0) {
           const r = await fetch(
-            `/topics/${enc(page.topic)}/messages?since=${enc(cursor)}&limit=1000`,
+            `topics/${enc(page.topic)}/messages?since=${enc(cursor)}&limit=1000`,
             { cache: "no-store", headers: authHeaders() },
           );
           if (!r.ok) throw new Error(`HTTP ${r.status}`);
@@ -821,7 +824,7 @@ async function freshToken() {
     try {
       const at = now();
       const post = () =>
-        fetch(`/topics/${enc(page.topic)}`, {
+        fetch(`topics/${enc(page.topic)}`, {
           method: "POST",
           headers: authHeaders({ "Content-Type": "application/json" }),
           body: text,
@@ -853,7 +856,7 @@ async function freshToken() {
 
   // ---- topics -------------------------------------------------------------------------------------
   async function fetchTopics() {
-    const r = await fetch("/topics", { cache: "no-store", headers: authHeaders() });
+    const r = await fetch("topics", { cache: "no-store", headers: authHeaders() });
     if (!r.ok) throw new Error(`GET /topics: HTTP ${r.status}`);
     const body = await r.json();
     page.serverTopics = Array.isArray(body.topics) ? body.topics : [];
@@ -954,9 +957,13 @@ async function freshToken() {
     } catch (e) {
       pageError(`could not read topics: ${e.message}`);
     }
+    // ?topic=NAME opens that topic even before its first message: the streams wait for it.
+    const wanted = new URLSearchParams(location.search).get("topic");
+    if (wanted !== null && TOPIC_RE.test(wanted) && !topics.some((t) => t.name === wanted)) {
+      topics = [...topics, { name: wanted }];
+    }
     fillPicker(topics);
     const names = topics.map((t) => String(t.name));
-    const wanted = new URLSearchParams(location.search).get("topic");
     const first = names.includes(wanted) ? wanted : names.includes("ticks") ? "ticks" : names[0];
     if (first) {
       $("#topic").value = first;

@@ -38,7 +38,7 @@ class ChunkedStream(HttpStream):
     __slots__ = ("fmt",)
 
     def __init__(
-        self, request: web.BaseRequest, response: web.StreamResponse, ctx: Context, fmt: Format
+        self, request: web.Request, response: web.StreamResponse, ctx: Context, fmt: Format
     ) -> None:
         super().__init__(request, response, ctx)
         self.fmt = fmt

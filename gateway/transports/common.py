@@ -24,7 +24,6 @@ from ..framing import control_json
 from ..hub import Subscriber
 from ..ids import Key, parse_id
 from ..message import Message
-from ..sources import takes_skip
 from .stream import Stream
 
 __all__ = [
@@ -180,9 +179,7 @@ class HttpStream(Stream):
 
     __slots__ = ()
 
-    def __init__(
-        self, request: web.BaseRequest, response: web.StreamResponse, ctx: Context
-    ) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse, ctx: Context) -> None:
         super().__init__(request, response, ctx)
         self.http_chunked = aiohttp_compat.http_chunked(request)
 
@@ -228,7 +225,7 @@ async def open_stream(ctx: Context, req: StreamRequest) -> OpenStream | None:
     other connections a turn every ``YIELD_EVERY`` items, and refuses (400
     ``bad_id``) more than ``--max-skip``.
     """
-    factory = ctx.streams[req.topic]
+    stream = ctx.streams[req.topic]
     skip = 0
     if req.since is not None:
         if req.since[0] != 0:
@@ -236,7 +233,7 @@ async def open_stream(ctx: Context, req: StreamRequest) -> OpenStream | None:
                 f"ids of per-connection stream {req.topic!r} look like 0-<n>", code="bad_id"
             )
         skip = req.since[1]
-    native = takes_skip(factory)
+    native = stream.takes_skip
     max_skip = ctx.settings.max_skip
     if not native and skip > max_skip:
         raise BadRequest(
@@ -245,10 +242,8 @@ async def open_stream(ctx: Context, req: StreamRequest) -> OpenStream | None:
             code="bad_id",
         )
     try:
-        if native:
-            iterator = aiter(factory(**req.params, skip=skip))
-        else:
-            iterator = aiter(factory(**req.params))
+        iterator = stream(req.params, skip)
+        if not native:
             for done in range(1, skip + 1):
                 await anext(iterator)
                 if done % YIELD_EVERY == 0:

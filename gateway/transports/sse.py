@@ -77,9 +77,7 @@ class SSEStream(HttpStream):
     fmt = Format.SSE
     __slots__ = ()
 
-    def __init__(
-        self, request: web.BaseRequest, response: web.StreamResponse, ctx: Context
-    ) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse, ctx: Context) -> None:
         super().__init__(request, response, ctx)
         self._first = sse_retry_field(ctx.settings.retry_ms)
 

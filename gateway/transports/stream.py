@@ -111,9 +111,7 @@ class Stream:
         "write_timeout",
     )
 
-    def __init__(
-        self, request: web.BaseRequest, response: web.StreamResponse, ctx: Context
-    ) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse, ctx: Context) -> None:
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("client went away before the stream started")

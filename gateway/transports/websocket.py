@@ -70,7 +70,7 @@ class WSStream(Stream):
     fmt = Format.WS
     __slots__ = ("_budget", "_reading", "closer", "last_pong", "pinged_at")
 
-    def __init__(self, request: web.BaseRequest, ws: web.WebSocketResponse, ctx: Context) -> None:
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, ctx: Context) -> None:
         super().__init__(request, ws, ctx)
         self.pinged_at = 0.0
         self.last_pong = 0.0
@@ -106,7 +106,7 @@ class WSStream(Stream):
         await ws.close(code=reason.ws_code, message=reason.reason.encode())
 
     async def serve(
-        self, request: web.BaseRequest, req: StreamRequest, opened: OpenStream | None
+        self, request: web.Request, req: StreamRequest, opened: OpenStream | None
     ) -> None:
         """The session: ``request`` is the handshake, whose credentials each
         ``publish`` command is checked with."""
@@ -157,7 +157,7 @@ class WSStream(Stream):
             fields["ref"] = ref
         self.write_control(type, control_json(type, **fields))
 
-    async def _on_command(self, request: web.BaseRequest, req: StreamRequest, text: str) -> None:
+    async def _on_command(self, request: web.Request, req: StreamRequest, text: str) -> None:
         try:
             command = jsonvalue.loads(text, what="command")
         except BadRequest as exc:
@@ -181,7 +181,7 @@ class WSStream(Stream):
             )
 
     async def _publish(
-        self, request: web.BaseRequest, req: StreamRequest, ref: Any, command: dict[str, Any]
+        self, request: web.Request, req: StreamRequest, ref: Any, command: dict[str, Any]
     ) -> None:
         ctx = self.ctx
         settings = ctx.settings
