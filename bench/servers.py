@@ -38,6 +38,8 @@ class ServerKind:
     transports: tuple[str, ...] = ("chunked", "sse", "ws")
     repo: str = REPO
     """Where the server's code is imported from (an older checkout, to compare)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Environment variables for the server (``STREAMGATE_METRICS=false``), over ours."""
     engine: str = "python"
     """``python``: ``python -m module``; ``nchan``: nginx with the Nchan module."""
     batch: bool = True
@@ -138,6 +140,7 @@ class Server:
                 argv += ["--port", str(self.port)]
             path = os.pathsep.join(dict.fromkeys([self.kind.repo, REPO]))
             cwd, env = self.kind.repo, dict(os.environ, PYTHONPATH=path)
+            env.update(self.kind.env)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.kind.name)
         fd, self.log_path = tempfile.mkstemp(prefix=f"bench-{safe}-", suffix=".log")
         self.proc = subprocess.Popen(

@@ -121,7 +121,7 @@ async def publish(request: web.Request) -> web.Response:
     value = parse_json(await read_body(request, ctx.settings.max_message_bytes))
     data = jsonvalue.dumps(value)
     ctx.auth.quota.charge(publisher, 1)
-    (message,) = await ctx.broker.publish(topic, [data])
+    (message,) = await ctx.publish(topic, [data])
     return json_response({"id": message.id, "topic": topic}, status=201)
 
 
@@ -157,7 +157,7 @@ async def publish_batch(request: web.Request) -> web.Response:
         if len(d) > limit:
             raise PayloadTooLarge(f"item {i} is over the limit of {limit} bytes")
     ctx.auth.quota.charge(publisher, len(data))  # a batch counts its items
-    messages = await ctx.broker.publish(topic, data)
+    messages = await ctx.publish(topic, data)
     return json_response({"ids": [m.id for m in messages], "topic": topic}, status=201)
 
 
@@ -269,12 +269,17 @@ def method_not_allowed(allowed: list[str]) -> Callable[[web.Request], Awaitable[
     return handler
 
 
-def routes() -> list[web.AbstractRouteDef]:
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def routes(extra: dict[str, Handler] | None = None) -> list[web.AbstractRouteDef]:
+    """The route table; ``extra`` adds ``GET`` routes (``/metrics``) before the
+    catch-all 404, with their preflight and 405 like every other path."""
     from .transports.chunked import handle_chunked
     from .transports.sse import handle_sse
     from .transports.websocket import handle_ws
 
-    table: dict[str, list[tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]] = {
+    table: dict[str, list[tuple[str, Handler]]] = {
         "/": [("GET", index)],
         "/healthz": [("GET", healthz)],
         "/topics": [("GET", list_topics)],
@@ -286,6 +291,8 @@ def routes() -> list[web.AbstractRouteDef]:
         "/ws/{topic}": [("GET", handle_ws)],
         "/static/{name}": [("GET", static_file)],
     }
+    for path, handler in (extra or {}).items():
+        table[path] = [("GET", handler)]
     defs: list[web.AbstractRouteDef] = []
     for path, methods in table.items():
         defs += [web.route(method, path, handler) for method, handler in methods]

@@ -24,6 +24,7 @@ from .context import CONTEXT, Context
 from .expiry import expire_topics_forever
 from .hub import Hub
 from .limits import ConnectionGate, Tally, accept_error_handler, max_connections
+from .logs import ACCESS, AccessLog, RequestLog
 from .origins import ORIGINS, OriginPolicy
 from .responses import name_the_server
 from .settings import Settings
@@ -31,7 +32,15 @@ from .sources import PerConnection, count, load_target, parse_spec, run_shared, 
 from .transports.common import validate_topic
 from .transports.stream import reset_connection
 
-__all__ = ["Running", "build_app", "raise_open_files_limit", "running", "serve", "warn_if_open"]
+__all__ = [
+    "Running",
+    "build_app",
+    "local_url",
+    "raise_open_files_limit",
+    "running",
+    "serve",
+    "warn_if_open",
+]
 
 log = logging.getLogger("gateway")
 
@@ -71,11 +80,19 @@ def build_app(settings: Settings, *, authorize: Authorize | None = None) -> web.
     for spec in settings.sources:
         name, target = parse_spec(spec)
         ctx.shared[validate_topic(name)] = load_target(target)
+    extra = {}
+    if settings.metrics:  # prometheus-client is imported only then
+        from .metrics import Metrics, metrics_handler
+
+        ctx.metrics = Metrics(ctx)
+        extra["/metrics"] = metrics_handler
+    if settings.access_log:  # the streams' lines; the requests' come from the runner's hook
+        ctx.access_log = AccessLog()
 
     app = web.Application()  # no middleware: see responses.json_errors
     app[CONTEXT] = ctx
     app[ORIGINS] = policy = OriginPolicy.from_settings(settings)
-    app.add_routes(routes())
+    app.add_routes(routes(extra))
     app.cleanup_ctx.append(auth.lifecycle)
     app.cleanup_ctx.append(_background(ctx))
     app.on_shutdown.append(_say_goodbye)
@@ -100,7 +117,7 @@ def _background(ctx: Context) -> Callable[[web.Application], AsyncIterator[None]
         lease = ctx.settings.source_lease
         tasks = [
             asyncio.create_task(
-                run_shared(name, factory, ctx.broker.publish, ctx.broker, lease, ctx.sources),
+                run_shared(name, factory, ctx.publish, ctx.broker, lease, ctx.sources),
                 name=f"source:{name}",
             )
             for name, factory in sources.items()
@@ -191,7 +208,8 @@ async def running(
         app,
         handler_cancellation=True,
         shutdown_timeout=max(0.1, settings.grace * 0.3),
-        access_log=None,
+        access_log=ACCESS if settings.access_log else None,
+        access_log_class=RequestLog,
         # aiohttp closes a connection whose next request head is not complete
         # this long after it connected or after its previous response.
         keepalive_timeout=settings.read_timeout,
@@ -238,6 +256,17 @@ def raise_open_files_limit() -> tuple[int, int]:
     return soft, soft
 
 
+def local_url(host: str, port: int) -> str:
+    """A URL a person on this machine can open for a gateway bound to ``host``:
+    the loopback address for the wildcards (``0.0.0.0``: 127.0.0.1; ``::``:
+    [::1]), brackets around another IPv6 address."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
 def warn_if_open(settings: Settings, port: int | None = None) -> bool:
     """At start-up: one WARNING line when no access control is configured
     (``--auth-key``, ``--auth-url``), saying who may do what and where the
@@ -279,11 +308,15 @@ async def serve(settings: Settings, *, on_ready: Callable[[int], None] | None = 
     exhausted = Tally("accept() failed: out of file descriptors")
     loop.set_exception_handler(accept_error_handler(exhausted))
     async with running(settings) as gw:
+        host = settings.host or "0.0.0.0"
+        url = local_url(host, gw.port)
         log.info(
-            "streamgate listening on http://%s:%d (%s event loop)",
-            settings.host,
-            gw.port,
+            "streamgate listening on %s (%s event loop): open %s in a browser for the page%s",
+            f"[{host}]:{gw.port}" if ":" in host else f"{host}:{gw.port}",
             type(loop).__module__.partition(".")[0],
+            url,
+            f"; metrics at {url}metrics" if settings.metrics else "",
+            extra={"fields": {"url": url}},
         )
         warn_if_open(settings, gw.port)
         if on_ready is not None:

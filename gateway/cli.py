@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -53,10 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"streamgate: {exc}", file=sys.stderr)
             return 2
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        from .logs import configure_logging
+
+        configure_logging(settings)  # --log-level, --log-format
         from .app import serve
 
         try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -16,6 +18,9 @@ from .sources import PerConnection, SourceFactory
 
 if TYPE_CHECKING:
     from .limits import ConnectionGate
+    from .logs import AccessLog
+    from .message import Message
+    from .metrics import Metrics
     from .transports.stream import Stream
 
 __all__ = ["CONTEXT", "Context"]
@@ -47,6 +52,21 @@ class Context:
     """Whether the broker is started (the application is running)."""
     gate: ConnectionGate | None = None
     """The connection limit, once the gateway listens."""
+    metrics: Metrics | None = None
+    """``/metrics``'s counters and registry (``gateway/metrics.py``); None when off."""
+    access_log: AccessLog | None = None
+    """The streams' access lines (``--access-log``, ``gateway/logs.py``); None when off."""
+
+    async def publish(self, topic: str, data_json: Sequence[bytes]) -> list[Message]:
+        """Every publish of the gateway (API, WebSocket, sources, ``Gateway.publish``):
+        the broker's, counted and timed when metrics are on."""
+        metrics = self.metrics
+        if metrics is None:
+            return await self.broker.publish(topic, data_json)
+        started = perf_counter()
+        messages = await self.broker.publish(topic, data_json)  # a failure: broker.errors
+        metrics.published(len(messages), perf_counter() - started)
+        return messages
 
     def drop_all(self) -> int:
         """Abort every open streaming connection at once (for fault tests)."""

@@ -186,7 +186,7 @@ class Gateway:
             data.append(raw)
         if not data:
             return []
-        return [m.id for m in await ctx.broker.publish(topic, data)]
+        return [m.id for m in await ctx.publish(topic, data)]
 
 
 def _as_settings(options: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from time import perf_counter
+from typing import TYPE_CHECKING, Protocol
 
 from . import errors
 from .broker import Broker, unknown_since
@@ -27,6 +28,9 @@ from .errors import Disconnect, NotFound
 from .framing import Format, control_json, encode_messages, http_chunk
 from .ids import ZERO, Key, format_id
 from .message import Message
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["Batch", "Hub", "Sink", "Subscriber"]
 
@@ -131,11 +135,11 @@ class Subscriber:
             if self.backlog_bytes > self.max_backlog_bytes:
                 self.sink.close(errors.SLOW_CONSUMER)
 
-    def write(self, messages: Sequence[Message]) -> None:
-        """Write messages after the cursor, honouring ``limit``."""
+    def write(self, messages: Sequence[Message]) -> int:
+        """Write messages after the cursor, honouring ``limit``; returns how many."""
         messages = [m for m in messages if m.key > self.cursor]
         if not messages:
-            return
+            return 0
         if self.remaining is not None:
             messages = messages[: self.remaining]
             self.remaining -= len(messages)
@@ -143,19 +147,27 @@ class Subscriber:
         self.sink.write_messages(messages)
         if self.remaining == 0:
             self.sink.close(errors.LIMIT_REACHED)
+        return len(messages)
 
     @property
     def last_id(self) -> str | None:
         return None if self.cursor == (0, 0) else format_id(self.cursor)
 
 
+_NOT_THERE = object()
+
+
 class _Fanout:
-    __slots__ = ("flush_handle", "pending", "subscribers", "watched")
+    __slots__ = ("counts", "flush_handle", "pending", "subscribers", "watched")
 
     def __init__(self, watched: asyncio.Future[None]) -> None:
         # A dict as an ordered set: at thousands of entries its table is a
         # third of a set's (a set keeps 2-4 empty slots per entry).
         self.subscribers: dict[Subscriber, None] = {}
+        self.counts: dict[str, int] = {"chunked": 0, "sse": 0, "ws": 0}
+        """Subscribers per transport, kept on subscribe and unsubscribe: a flush
+        counts its deliveries from these (messages x subscribers), not per
+        subscriber, and ``GET /topics`` reads them without a scan."""
         self.pending: list[Message] = []
         self.flush_handle: asyncio.Handle | None = None
         self.watched: asyncio.Future[None] | None = watched
@@ -170,6 +182,9 @@ class Hub:
         self.broker = broker
         self.write_delay = write_delay
         self._fanouts: dict[str, _Fanout] = {}
+        self.metrics: Metrics | None = None
+        """Set by :class:`gateway.metrics.Metrics` when metrics are on: each flush
+        then adds its deliveries and its duration there (once per flush)."""
         broker.set_listener(self.dispatch)
 
     # -- publishing side -------------------------------------------------------
@@ -192,6 +207,8 @@ class Hub:
         pending, fan.pending = fan.pending, []
         if not pending:
             return
+        metrics = self.metrics
+        started = perf_counter() if metrics is not None else 0.0
         batch = Batch(pending)
         for sub in tuple(fan.subscribers):
             try:
@@ -199,6 +216,8 @@ class Hub:
             except Exception:  # one broken subscriber must not stop the others
                 log.exception("delivery to a subscriber of %r failed", sub.topic)
                 sub.sink.close(errors.INTERNAL_ERROR)
+        if metrics is not None:  # per flush, never per subscriber
+            metrics.flushed(fan.counts, len(pending), perf_counter() - started)
 
     # -- subscribing side ------------------------------------------------------
 
@@ -213,6 +232,8 @@ class Hub:
             watch = asyncio.ensure_future(self.broker.watch(sub.topic))
             fan = self._fanouts[sub.topic] = _Fanout(watch)
         fan.subscribers[sub] = None
+        name = sub.sink.transport_name
+        fan.counts[name] = fan.counts.get(name, 0) + 1
         watched = fan.watched
         if watched is not None:
             # Live messages reach the hub only once the broker watches the
@@ -242,7 +263,9 @@ class Hub:
             for start in range(0, len(messages), REPLAY_SLICE):
                 if sub.sink.closed:
                     return
-                sub.write(messages[start : start + REPLAY_SLICE])
+                written = sub.write(messages[start : start + REPLAY_SLICE])
+                if self.metrics is not None:
+                    self.metrics.delivered(name, written)
                 await sub.sink.drain()
         # Go live: what arrived during the replay, then the shared batches.
         while sub.backlog and not sub.sink.closed:
@@ -256,7 +279,8 @@ class Hub:
         sub.state = _CLOSED
         fan = self._fanouts.get(sub.topic)
         if fan is not None:
-            fan.subscribers.pop(sub, None)
+            if fan.subscribers.pop(sub, _NOT_THERE) is not _NOT_THERE:
+                fan.counts[sub.sink.transport_name] -= 1
             if not fan.subscribers:
                 if fan.flush_handle is not None:
                     fan.flush_handle.cancel()
@@ -284,9 +308,5 @@ class Hub:
         return len(subs)
 
     def subscriber_counts(self, topic: str) -> dict[str, int]:
-        counts = {"chunked": 0, "sse": 0, "ws": 0}
         fan = self._fanouts.get(topic)
-        if fan is not None:
-            for sub in fan.subscribers:
-                counts[sub.sink.transport_name] = counts.get(sub.sink.transport_name, 0) + 1
-        return counts
+        return dict(fan.counts) if fan is not None else {"chunked": 0, "sse": 0, "ws": 0}

@@ -259,6 +259,31 @@ class Settings:
         group="browsers",
     )
 
+    # -- metrics and logs (README "Metrics and logs")
+    metrics: bool = _opt(
+        True,
+        "serve Prometheus metrics at /metrics (text exposition format); false: 404 there",
+        group="metrics and logs",
+    )
+    metrics_token: str = _opt(
+        "",
+        "a secret /metrics then asks for as Authorization: Bearer <token>. With access "
+        "control on (--auth-key, --auth-url) /metrics is refused (403) until one is set",
+        group="metrics and logs",
+        repr=False,
+    )
+    access_log: bool = _opt(
+        False,
+        "log one line per request, and one per stream when it ends (transport, topic, "
+        "duration, bytes, end reason)",
+        group="metrics and logs",
+    )
+    log_format: str = _opt(
+        "text",
+        "'text', or 'json': one JSON object per line, for log collectors",
+        group="metrics and logs",
+    )
+
     # -- lifecycle
     grace: float = _opt(
         5.0, "shutdown grace period in seconds: streams get a goodbye, then exit", group="lifecycle"
@@ -323,6 +348,10 @@ class Settings:
             )
         if self.workers > 1 and self.port == 0:
             raise ValueError("workers > 1 needs a fixed port (every worker listens on it)")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}")
+        if self.metrics_token != self.metrics_token.strip() or " " in self.metrics_token:
+            raise ValueError("metrics_token: no spaces (it is sent as Authorization: Bearer)")
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise ValueError(f"loop must be 'auto', 'asyncio' or 'uvloop', got {self.loop!r}")
         if not 0 <= self.port <= 65535:

@@ -277,3 +277,45 @@ def test_nchan_batch_rows_say_not_applicable() -> None:
     table = report.nchan_table(rows)
     assert "| sse | 1000 | 1 msg/POST, 8 conns | 100,000" in table and "**2.0×**" in table
     assert f"n/a ({run.NO_BATCH})" in table
+
+
+def test_ab_variants_take_their_environment_to_the_server() -> None:
+    from bench import ab
+    from bench.servers import Server
+
+    for env, status in (([], 200), (["STREAMGATE_METRICS=false"], 404)):
+        server = Server(ab._variant("B", None, env)).start()
+        try:
+            assert server.get("/metrics")[0] == status
+        finally:
+            server.stop()
+
+
+def test_ab_table_ratios_per_round_and_median(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from bench import ab
+
+    rows = [
+        {
+            "side": side,
+            "round": r,
+            "transport": "ws",
+            "n": 100,
+            "mode": "single",
+            "deliveries_per_s": rate,
+            "server_us_per_delivery": us,
+        }
+        for side, r, rate, us in (
+            ("A", 1, 1000.0, 1.0),
+            ("B", 1, 500.0, 2.0),
+            ("A", 2, 1000.0, 1.0),
+            ("B", 2, 900.0, 1.2),
+            ("A", 3, 1000.0, 1.0),
+            ("B", 3, 1100.0, 0.9),
+        )
+    ]
+    args = argparse.Namespace(transports=["ws"], ns=[100])
+    ab._table({"A": "on", "B": "off"}, rows, args)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| ws | 100 | 1"))
+    assert "| 0.50, 0.90, 1.10 | **0.90** | 1.00 → 1.20 |" in line

@@ -34,6 +34,9 @@ def test_environment_then_flags() -> None:
         ({"STREAMGATE_LOOP": "trio"}, "loop must be 'auto', 'asyncio' or 'uvloop'"),
         ({"STREAMGATE_TOPIC_TTL": "-1"}, "topic_ttl must not be negative"),
         ({"STREAMGATE_MAX_HISTORY_BYTES": "0"}, "max_history_bytes must be positive"),
+        ({"STREAMGATE_LOG_FORMAT": "xml"}, "log_format must be 'text' or 'json'"),
+        ({"STREAMGATE_METRICS": "maybe"}, "STREAMGATE_METRICS"),
+        ({"STREAMGATE_METRICS_TOKEN": "two words"}, "metrics_token: no spaces"),
         ({"STREAMGATE_MAX_HISTORY_BYTES": "1000000"}, r"at least 16 x .* = 1064960"),
         (
             {"STREAMGATE_MAX_MESSAGE_BYTES": "1048576", "STREAMGATE_MAX_HISTORY_BYTES": "16777216"},
@@ -159,3 +162,13 @@ def test_the_secret_is_not_in_the_settings_repr() -> None:
 def test_bad_access_control_settings_are_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         from_env(env)
+
+
+def test_metrics_and_logs_settings() -> None:
+    s = Settings()
+    assert (s.metrics, s.metrics_token, s.access_log, s.log_format) == (True, "", False, "text")
+    env = {"STREAMGATE_METRICS": "false", "STREAMGATE_ACCESS_LOG": "1"}
+    assert (from_env(env).metrics, from_env(env).access_log) == (False, True)
+    s = from_args(["--metrics", "false", "--log-format", "json", "--access-log"], {})
+    assert (s.metrics, s.log_format, s.access_log) == (False, "json", True)
+    assert "metrics_token" not in repr(Settings(metrics_token="secret"))  # a credential

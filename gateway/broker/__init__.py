@@ -77,6 +77,10 @@ class TopicInfo:
 class Broker(Protocol):
     """Ids, history and the hand-off of new messages to the hub."""
 
+    errors: int
+    """Operations that failed since start (Redis unreachable or refusing writes,
+    a live read retried); ``streamgate_broker_errors_total``."""
+
     def set_listener(self, listener: Listener) -> None:
         """Called with every new message, in id order, on the event loop."""
 

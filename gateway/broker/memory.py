@@ -103,6 +103,8 @@ class MemoryBroker:
         self._bytes = 0
         self._heads: list[tuple[int, _Topic]] = []
         """Min-heap of (sequence number of a topic's head when pushed, topic)."""
+        self.errors = 0
+        """Operations that failed: none, in memory (the Broker protocol's figure)."""
 
     def set_listener(self, listener: Listener) -> None:
         self._listener = listener

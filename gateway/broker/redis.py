@@ -163,17 +163,6 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-@contextlib.contextmanager
-def _guard() -> Iterator[None]:
-    """Redis unreachable or full: a 503 JSON error for the request, not a 500."""
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise Unavailable(f"the Redis broker is unreachable: {exc}") from exc
-    except OutOfMemoryError as exc:
-        raise Unavailable(f"the Redis broker refuses writes (maxmemory): {exc}") from exc
-
-
 class _Window:
     """One consistent look at a topic's stream."""
 
@@ -220,6 +209,21 @@ class RedisBroker:
         self._reader: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._scripts: dict[str, AsyncScript] = {}
+        self.errors = 0
+        """Operations that failed: answered 503, or a live read retried (/metrics)."""
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Redis unreachable or full: a 503 JSON error for the request, not a 500
+        (and one more in :attr:`errors`)."""
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.errors += 1
+            raise Unavailable(f"the Redis broker is unreachable: {exc}") from exc
+        except OutOfMemoryError as exc:
+            self.errors += 1
+            raise Unavailable(f"the Redis broker refuses writes (maxmemory): {exc}") from exc
 
     def _key(self, topic: str) -> str:
         return f"{self._prefix}t:{topic}"
@@ -278,14 +282,14 @@ class RedisBroker:
         seconds; True while it is this replica's. Raises Unavailable when Redis
         cannot say."""
         key, ms = f"{self._prefix}lease:{name}", max(1, int(ttl * 1000))
-        with _guard():
+        with self._guard():
             if renew:
                 return bool(await self._scripts["renew"](keys=[key], args=[self._replica, ms]))
             return bool(await self.redis.set(key, self._replica, nx=True, px=ms))
 
     async def release(self, name: str) -> None:
         """Give the lease up at once (shutdown), if it is this replica's."""
-        with _guard():
+        with self._guard():
             await self._scripts["release"](
                 keys=[f"{self._prefix}lease:{name}"], args=[self._replica]
             )
@@ -293,7 +297,7 @@ class RedisBroker:
     # -- topics ------------------------------------------------------------------------
 
     async def has_topic(self, topic: str) -> bool:
-        with _guard():
+        with self._guard():
             return await self.redis.zscore(self._activity_key, topic) is not None
 
     @contextlib.contextmanager
@@ -310,14 +314,14 @@ class RedisBroker:
             ) from None
 
     async def create_topic(self, topic: str) -> Key:
-        with _guard(), self._admitting():
+        with self._guard(), self._admitting():
             last = await self._scripts["create"](
                 keys=[self._activity_key, self._key(topic)], args=[topic, self._max_topics]
             )
         return parse_id(_s(last))
 
     async def topics(self) -> list[TopicInfo]:
-        with _guard():
+        with self._guard():
             names = sorted(_s(n) for n in await self.redis.zrange(self._activity_key, 0, -1))
             out = []
             for name in names:
@@ -326,7 +330,7 @@ class RedisBroker:
             return out
 
     async def delete_topic(self, topic: str) -> bool:
-        with _guard():
+        with self._guard():
             n = await self._scripts["delete"](
                 keys=[self._activity_key, self._key(topic)], args=[topic]
             )
@@ -334,7 +338,7 @@ class RedisBroker:
 
     async def expire_topics(self, ttl: float, keep: Collection[str]) -> list[str]:
         ttl_ms = max(1, round(ttl * 1000))
-        with _guard():
+        with self._guard():
             idle = await self._scripts["touch"](keys=[self._activity_key], args=[ttl_ms, *keep])
             if not idle:
                 return []
@@ -351,7 +355,7 @@ class RedisBroker:
 
     async def publish(self, topic: str, data_json: Sequence[bytes]) -> list[Message]:
         ts = now_ms()
-        with _guard(), self._admitting():
+        with self._guard(), self._admitting():
             ids = await self._scripts["publish"](
                 keys=[self._activity_key, self._key(topic)],
                 args=[topic, self._max_topics, self._history_size + 1, repr(ts), *data_json],
@@ -362,7 +366,7 @@ class RedisBroker:
     async def read(self, topic: str, since: Key | None, limit: int | None = None) -> HistoryRead:
         if not await self.has_topic(topic):
             raise NotFound(f"unknown topic {topic!r}")
-        with _guard():
+        with self._guard():
             w = await self._window(topic, since, limit)
             if unknown_since(since, w.last_key):  # rare: read again, everything
                 w = await self._window(topic, None, limit)
@@ -406,7 +410,7 @@ class RedisBroker:
         """Start handing on ``topic``'s new entries, from its current last id."""
         if topic in self._positions:
             return
-        with _guard():
+        with self._guard():
             tail = await self.redis.xrevrange(self._key(topic), "+", "-", count=1)
         if topic in self._positions:  # watched meanwhile
             return
@@ -430,6 +434,7 @@ class RedisBroker:
             try:
                 reply: Any = await r.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
             except (RedisConnectionError, RedisTimeoutError, ResponseError, OSError) as exc:
+                self.errors += 1
                 if not failing:
                     log.warning("redis read failed (%s); retrying every 0.5 s", exc)
                 failing = True

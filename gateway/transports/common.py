@@ -189,6 +189,7 @@ class HttpStream(Stream):
             await self.done
         except asyncio.CancelledError:  # the client went away (aiohttp cancels)
             self.leave()
+            self.logged()
             raise
         except Exception:
             log.exception("stream of %r failed", req.topic)
@@ -278,12 +279,15 @@ async def run_stream(stream: Stream, req: StreamRequest, opened: OpenStream) -> 
     position = opened.position
     remaining = req.limit
     item = opened.first
+    metrics = stream.ctx.metrics
     try:
         while True:
             position += 1
             msg = Message.create((0, position), req.topic, orjson.dumps(item))
             stream.write_messages((msg,))
             stream.last_id = msg.id
+            if metrics is not None:
+                metrics.delivered(stream.transport_name, 1)
             if remaining is not None:
                 remaining -= 1
                 if remaining == 0:

@@ -105,6 +105,7 @@ class Stream:
         "pump",
         "reason",
         "response",
+        "sent",
         "sub",
         "transport",
         "write_timeout",
@@ -142,6 +143,10 @@ class Stream:
         # int: the bytes to strip), an SSE stream's first event carries the
         # retry: field (bytes: a prefix). Set by subclasses; one slot for both.
         self._first: int | bytes | None = None
+        self.sent = 0
+        """Bytes handed to the socket after the headers (the access log's figure)."""
+        if ctx.access_log is not None:
+            ctx.access_log.opened(self, request)
 
     # -- what each transport says ----------------------------------------------------------
 
@@ -199,6 +204,7 @@ class Stream:
             self.close(errors.CLIENT_GONE)
             return
         transport.write(data)
+        self.sent += len(data)
         if transport.get_write_buffer_size() > self.max_queue_bytes:
             self.close(errors.SLOW_CONSUMER)
         elif self._stall_timer is None and self._protocol.writing_paused:
@@ -296,7 +302,9 @@ class Stream:
                 if reason is not errors.CLIENT_GONE and not transport.is_closing():
                     body = self._first_write(self.final_bytes(reason, last_id))
                     if body:
-                        transport.write(http_chunk(body) if self.http_chunked else body)
+                        data = http_chunk(body) if self.http_chunked else body
+                        transport.write(data)
+                        self.sent += len(data)
                     await self.terminate(reason)
                 await self._sent(transport)
             clean = True
@@ -305,6 +313,12 @@ class Stream:
         finally:
             if not clean:
                 reset_connection(transport)
+            self.logged()
+
+    def logged(self) -> None:
+        """The stream's access-log line, once it has ended (with ``--access-log``)."""
+        if self.ctx.access_log is not None:
+            self.ctx.access_log.closed(self)
 
     @staticmethod
     async def _sent(transport: asyncio.Transport) -> None:

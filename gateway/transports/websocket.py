@@ -237,7 +237,7 @@ class WSStream(Stream):
             )
             return
         try:
-            (message,) = await ctx.broker.publish(req.topic, [data])
+            (message,) = await ctx.publish(req.topic, [data])
         except StreamgateError as exc:
             self._reply(ref, "error", code=exc.code, message=exc.message)
             return
