@@ -67,7 +67,7 @@ def build_app(settings: Settings, *, authorize: Authorize | None = None) -> web.
             prefix=settings.redis_prefix,
             timeout=settings.redis_timeout,
         )
-    hub = Hub(broker, write_delay=settings.write_delay)
+    hub = Hub(broker, write_delay=settings.write_delay, flush_hold=settings.flush_hold)
     auth = Auth(settings, authorize=authorize)
     ctx = Context(settings=settings, broker=broker, hub=hub, auth=auth)
     ctx.streams["count"] = PerConnection(count)

@@ -158,7 +158,7 @@ _NOT_THERE = object()
 
 
 class _Fanout:
-    __slots__ = ("counts", "flush_handle", "pending", "subscribers", "watched")
+    __slots__ = ("counts", "flush_handle", "next_flush", "pending", "subscribers", "watched")
 
     def __init__(self, watched: asyncio.Future[None]) -> None:
         # A dict as an ordered set: at thousands of entries its table is a
@@ -170,6 +170,8 @@ class _Fanout:
         subscriber, and ``GET /topics`` reads them without a scan."""
         self.pending: list[Message] = []
         self.flush_handle: asyncio.Handle | None = None
+        self.next_flush = 0.0
+        """Loop time before which a new flush is held (the adaptive hold)."""
         self.watched: asyncio.Future[None] | None = watched
         """The broker's ``watch()`` of the topic, until it has completed: every
         subscriber that arrives meanwhile waits for the same one."""
@@ -178,9 +180,12 @@ class _Fanout:
 class Hub:
     """Fan-out of broker messages to the local subscribers of each topic."""
 
-    def __init__(self, broker: Broker, *, write_delay: float = 0.0) -> None:
+    def __init__(
+        self, broker: Broker, *, write_delay: float = 0.0, flush_hold: float = 0.0
+    ) -> None:
         self.broker = broker
         self.write_delay = write_delay
+        self.flush_hold = flush_hold
         self._fanouts: dict[str, _Fanout] = {}
         self.metrics: Metrics | None = None
         """Set by :class:`gateway.metrics.Metrics` when metrics are on: each flush
@@ -199,6 +204,10 @@ class Hub:
             loop = asyncio.get_running_loop()
             if self.write_delay > 0:
                 fan.flush_handle = loop.call_later(self.write_delay, self._flush, fan)
+                return
+            held = fan.next_flush - loop.time()
+            if held > 0:  # flushes back to back: this one gathers what comes meanwhile
+                fan.flush_handle = loop.call_later(held, self._flush, fan)
             else:
                 fan.flush_handle = loop.call_soon(self._flush, fan)
 
@@ -207,8 +216,7 @@ class Hub:
         pending, fan.pending = fan.pending, []
         if not pending:
             return
-        metrics = self.metrics
-        started = perf_counter() if metrics is not None else 0.0
+        started = perf_counter()
         batch = Batch(pending)
         for sub in tuple(fan.subscribers):
             try:
@@ -216,8 +224,17 @@ class Hub:
             except Exception:  # one broken subscriber must not stop the others
                 log.exception("delivery to a subscriber of %r failed", sub.topic)
                 sub.sink.close(errors.INTERNAL_ERROR)
+        took = perf_counter() - started
+        metrics = self.metrics
         if metrics is not None:  # per flush, never per subscriber
-            metrics.flushed(fan.counts, len(pending), perf_counter() - started)
+            metrics.flushed(fan.counts, len(pending), took)
+        if self.flush_hold > 0:
+            # The adaptive hold: the next flush of this topic waits as long as
+            # this one took (at most flush_hold). A flush that is cheap (few
+            # subscribers) or rare (a quiet topic) is never held; when flushes
+            # are costly and back to back, each carries what arrived while it
+            # was held, so the sends per message fall as the load rises.
+            fan.next_flush = asyncio.get_running_loop().time() + min(took, self.flush_hold)
 
     # -- subscribing side ------------------------------------------------------
 

@@ -238,6 +238,13 @@ class Settings:
         "seconds to coalesce published messages before a flush (0: flush every loop turn)",
         group="delivery",
     )
+    flush_hold: float = _opt(
+        0.002,
+        "most seconds a topic's flush is held when flushes come back to back: the next "
+        "flush waits as long as the last one took, up to this, and carries every message "
+        "that arrived meanwhile (0: flush every loop turn; ignored with --write-delay)",
+        group="delivery",
+    )
     retry_ms: int = _opt(
         1000, "reconnection delay hint for clients, in milliseconds (SSE retry:)", group="delivery"
     )
@@ -321,6 +328,7 @@ class Settings:
         for name in (
             "tick_interval",
             "write_delay",
+            "flush_hold",
             "retry_ms",
             "max_connections",
             "ws_publish_rate",
