@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import orjson
@@ -15,6 +16,7 @@ from gateway.framing import Format
 from gateway.hub import Batch, Hub, Subscriber
 from gateway.ids import parse_id
 from gateway.message import Message
+from tests.helpers import wait_for
 
 
 class RecordingSink:
@@ -256,3 +258,46 @@ async def test_subscribing_to_a_topic_deleted_meanwhile_ends_with_topic_deleted(
     assert sink.reason is errors.TOPIC_DELETED
     assert sink.ids == [] and sink.controls == []
     hub.unsubscribe(sub)
+
+
+class CostlySink(RecordingSink):
+    """A sink whose every write blocks the loop (a flush to many sockets)."""
+
+    def write_batch(self, batch: Batch) -> None:
+        time.sleep(0.03)
+        super().write_batch(batch)
+
+
+async def test_the_flush_hold_gathers_back_to_back_messages_and_never_holds_a_quiet_topic() -> None:
+    broker = MemoryBroker(history_size=100, max_topics=10)
+    hub = Hub(broker, flush_hold=0.2)
+    sink = CostlySink()
+    await broker.create_topic("t")
+    await hub.subscribe(Subscriber(sink, "t", max_backlog_bytes=1 << 20), None)
+    assert not sink.closed
+    published = [m.id for m in broker.publish_now("t", [b"0"])]
+    await settle()
+    assert len(sink.writes) == 1  # the first flush: at once (it took 30 ms)
+    for i in range(1, 6):  # back to back, each in a loop turn of its own
+        published += [m.id for m in broker.publish_now("t", [b"%d" % i])]
+        await asyncio.sleep(0)
+    assert len(sink.writes) == 1  # held: the last flush ended less than its 30 ms ago
+    await wait_for(lambda: len(sink.ids) == 6, what="the held flush")
+    assert len(sink.writes) == 2 and sink.ids == published  # one write for the five
+    await asyncio.sleep(0.1)  # quiet for longer than a flush takes
+    published += [m.id for m in broker.publish_now("t", [b"6"])]
+    await settle()
+    assert len(sink.writes) == 3 and sink.ids == published  # not held
+
+
+async def test_without_the_hold_every_loop_turn_flushes() -> None:
+    broker = MemoryBroker(history_size=100, max_topics=10)
+    hub = Hub(broker, flush_hold=0.0)
+    sink = CostlySink()
+    await broker.create_topic("t")
+    await hub.subscribe(Subscriber(sink, "t", max_backlog_bytes=1 << 20), None)
+    assert not sink.closed
+    for i in range(3):
+        broker.publish_now("t", [b"%d" % i])
+        await settle()
+    assert len(sink.writes) == 3
