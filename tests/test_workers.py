@@ -69,6 +69,13 @@ async def workers(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
+        if "--workers" in args:
+            count = int(args[args.index("--workers") + 1])
+            await poll_until(
+                lambda: asyncio.sleep(0, len(_owners(port, "LISTEN")) == count),
+                within=TIMEOUT * 3,
+                what=f"{count} listening workers",
+            )
         yield proc, port
     finally:
         if proc.returncode is None:
@@ -101,11 +108,6 @@ async def test_two_workers_share_the_port_and_every_subscriber_gets_every_messag
         proc,
         port,
     ):
-        await poll_until(
-            lambda: asyncio.sleep(0, len(_owners(port, "LISTEN")) == 2),
-            within=TIMEOUT * 3,
-            what="two listening workers",
-        )
         pids = set(_owners(port, "LISTEN"))
         assert proc.pid not in pids  # the parent only waits
         url = f"http://127.0.0.1:{port}"
@@ -149,11 +151,6 @@ async def test_a_worker_killed_stops_the_others_and_the_parent_says_so() -> None
         proc,
         port,
     ):
-        await poll_until(
-            lambda: asyncio.sleep(0, len(_owners(port, "LISTEN")) == 2),
-            within=TIMEOUT * 3,
-            what="two listening workers",
-        )
         victim, other = sorted(_owners(port, "LISTEN"))
         os.kill(victim, signal.SIGKILL)
         async with asyncio.timeout(TIMEOUT):
