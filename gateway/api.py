@@ -41,8 +41,17 @@ NDJSON = "application/x-ndjson"
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes (413) without buffering
     it, and a body that takes longer than ``--read-timeout`` to arrive (408)."""
-    if request.content.is_eof():  # the whole body is here already: nothing to wait for
-        return await _read_body(request, limit)
+    content = request.content
+    if content.is_eof():  # the whole body is here already: take it, no coroutine
+        length = request.content_length
+        if length is not None and length > limit:
+            raise PayloadTooLarge(f"body is {length} bytes; the limit is {limit}")
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+        if length is not None and len(body) < length:
+            raise BadRequest("the body is shorter than its Content-Length")
+        return body
     timeout = request.app[CONTEXT].settings.read_timeout
     try:
         async with asyncio.timeout(timeout):
