@@ -29,6 +29,10 @@ The contract, item by item:
 7. aiohttp-sse's ``EventSourceResponse``: ``_allow_all_methods``, ``_req`` and,
    from 3.0, ``_set_tcp_user_timeout``; the gateway's SSE response replaces its
    ``prepare`` to start no ping task.
+8. ``RequestHandler._keepalive_handle``: the keep-alive timer aiohttp arms when a
+   connection opens (``keepalive_timeout`` later it checks whether the
+   connection waits idle for a request). ``RequestHandler.keep_alive`` cancels
+   it, and aiohttp re-arms it after a response that keeps the connection.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
     "adopt_request_handler",
     "drain",
     "http_chunked",
+    "let_go_of_keepalive_timer",
     "open_connections",
     "share_ws_writer_state",
     "sse_allows_method",
@@ -203,3 +208,21 @@ def sse_set_tcp_user_timeout(resp: Any, request: web.BaseRequest) -> None:
 def sse_request_transport(resp: Any) -> asyncio.BaseTransport | None:
     req = resp._req
     return None if req is None else req.transport
+
+
+# -- 8. the keep-alive timer ------------------------------------------------------------------
+
+
+def let_go_of_keepalive_timer(request: web.BaseRequest) -> None:
+    """Cancel the keep-alive timer of a connection now busy with a long response.
+
+    The timer only closes a connection that sits waiting for its next request,
+    which a stream's never does, yet it lives until ``keepalive_timeout`` (the
+    gateway's ``--read-timeout``): about 0.5 KiB per new stream. aiohttp's own
+    ``keep_alive`` cancels it; the mode it sets is overwritten by the
+    response's when the handler returns, and the timer is armed again if the
+    connection is kept (what aiohttp does after every response).
+    """
+    protocol = request.protocol
+    if isinstance(protocol, RequestHandler) and protocol._keepalive_handle is not None:
+        protocol.keep_alive(True)

@@ -82,6 +82,46 @@ def test_7_aiohttp_sse_internals() -> None:
     assert "self._req" in source
 
 
+def test_8_keepalive_timer() -> None:
+    assert "_keepalive_handle" in RequestHandler.__slots__
+    source = inspect.getsource(RequestHandler.keep_alive)
+    assert "self._keepalive_handle.cancel()" in source
+    assert "self._keepalive_handle = None" in source
+    # re-armed after a response that keeps the connection
+    assert "self._keepalive_handle = loop.call_at(" in inspect.getsource(RequestHandler.start)
+
+
+async def test_8_a_stream_lets_go_of_the_keepalive_timer_and_a_kept_connection_gets_it_back() -> (
+    None
+):
+    """While a stream runs its connection holds no keep-alive timer; once it ends
+    with the connection kept, the timer is back: the idle connection is closed
+    after the read timeout, as any other."""
+    async with start_gateway(topics=("news",), read_timeout=0.5) as gw:
+        await gw.publish("news", 1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            writer.write(b"GET /chunked/news HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            (stream,) = gw.context.sessions
+            protocol = stream._protocol
+            assert isinstance(protocol, RequestHandler)
+            await asyncio.sleep(0.1)
+            assert protocol._keepalive_handle is None
+            # A second stream on another connection, ended by its limit: kept alive.
+            reader2, writer2 = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer2.write(b"GET /chunked/news?since=0-0&limit=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            body = await asyncio.wait_for(reader2.readuntil(b"0\r\n\r\n"), TIMEOUT)
+            assert b'"data":1' in body
+            assert not reader2.at_eof()
+            # Nothing more is sent: the re-armed timer closes the idle connection.
+            assert await asyncio.wait_for(reader2.read(), TIMEOUT) == b""
+            writer2.close()
+            assert not reader.at_eof()  # the open stream was not touched
+        finally:
+            writer.close()
+
+
 async def test_every_item_works_together_on_a_real_gateway() -> None:
     """The site, the connection count, the adopted handler (a malformed request
     answered in JSON), chunked framing, the shared WS writer state and the SSE
