@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
-from ..context import CONTEXT, Context
-from ..errors import BadRequest, Disconnect, StreamgateError
+from ..context import Context
+from ..errors import BadRequest, Disconnect
 from ..framing import JSON_CLOSE, JSON_FIRST_STRIP, JSON_OPEN, NDJSON_HEARTBEAT, Format
-from ..responses import error_response
-from .common import HttpStream, open_stream, parse_stream_request, start_response
+from .common import HttpStream, handle_http_stream
 
 __all__ = ["HEARTBEAT", "ChunkedStream", "handle_chunked"]
 
@@ -40,11 +41,22 @@ class ChunkedStream(HttpStream):
     def __init__(
         self, request: web.Request, response: web.StreamResponse, ctx: Context, fmt: Format
     ) -> None:
-        super().__init__(request, response, ctx)
+        super().__init__(request, response, ctx, fmt)
         self.fmt = fmt
         if fmt is Format.JSON_ARRAY:
             self.write_raw(JSON_OPEN)
             self._first = JSON_FIRST_STRIP
+
+    @classmethod
+    def format_of(cls, request: web.Request) -> Format:
+        return _parse_format(request.query.get("format"))
+
+    @classmethod
+    def new_response(cls, fmt: Format, *, head: bool) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        resp.content_type = _CONTENT_TYPES[fmt]
+        resp.charset = "utf-8"
+        return resp
 
     def heartbeat(self, now: float) -> None:
         self.write_raw(HEARTBEAT)
@@ -58,29 +70,5 @@ class ChunkedStream(HttpStream):
         return JSON_CLOSE
 
 
-async def handle_chunked(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CONTEXT]
-    head = request.method == "HEAD"  # headers only: no subscription, no generator run
-    try:
-        fmt = _parse_format(request.query.get("format"))
-        req = await parse_stream_request(request, ctx)
-        if not head:
-            ctx.auth.quota.enter(request)  # 429 past --max-connections-per-ip
-    except StreamgateError as exc:
-        return error_response(exc)
-
-    resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    resp.content_type = _CONTENT_TYPES[fmt]
-    resp.charset = "utf-8"
-    if head:
-        return resp
-    try:
-        try:
-            opened = await open_stream(ctx, req) if req.per_connection else None
-        except StreamgateError as exc:
-            return error_response(exc)
-        await start_response(resp, request)
-        await ChunkedStream(request, resp, ctx, fmt).serve(req, opened)
-        return resp
-    finally:
-        ctx.auth.quota.leave(request)
+handle_chunked = functools.partial(handle_http_stream, ChunkedStream)
+"""``GET``/``HEAD /chunked/{topic}``."""

@@ -9,6 +9,7 @@ heartbeat comments by the gateway's one heartbeat loop
 
 from __future__ import annotations
 
+import functools
 from types import TracebackType
 
 from aiohttp import web
@@ -16,11 +17,10 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp_sse import EventSourceResponse
 
 from .. import aiohttp_compat
-from ..context import CONTEXT, Context
-from ..errors import Disconnect, StreamgateError
+from ..context import Context
+from ..errors import Disconnect
 from ..framing import SSE_HEARTBEAT, Format, encode_control, sse_retry_field
-from ..responses import error_response
-from .common import HttpStream, open_stream, parse_stream_request, start_response
+from .common import HttpStream, handle_http_stream
 from .stream import final_control
 
 __all__ = ["QuietEventSourceResponse", "SSEStream", "handle_sse"]
@@ -75,11 +75,32 @@ class SSEStream(HttpStream):
 
     transport_name = "sse"
     fmt = Format.SSE
+    reads_last_event_id = True
     __slots__ = ()
 
-    def __init__(self, request: web.Request, response: web.StreamResponse, ctx: Context) -> None:
-        super().__init__(request, response, ctx)
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        ctx: Context,
+        fmt: Format = Format.SSE,
+    ) -> None:
+        super().__init__(request, response, ctx, fmt)
         self._first = sse_retry_field(ctx.settings.retry_ms)
+
+    @classmethod
+    def new_response(cls, fmt: Format, *, head: bool) -> web.StreamResponse:
+        if head:
+            resp = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+            resp.content_type = "text/event-stream"
+            return resp
+        return QuietEventSourceResponse(sep="\n")
+
+    @classmethod
+    def nothing_left(cls) -> web.StreamResponse | None:
+        # WHATWG: a 204 makes EventSource fail the connection for good
+        # instead of reconnecting.
+        return web.Response(status=204)
 
     def heartbeat(self, now: float) -> None:
         self.write_raw(SSE_HEARTBEAT)
@@ -90,32 +111,5 @@ class SSEStream(HttpStream):
         return encode_control(Format.SSE, type, body, retry=retry_ms if reason.reconnect else None)
 
 
-async def handle_sse(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CONTEXT]
-    head = request.method == "HEAD"  # headers only: no subscription, no generator run
-    try:
-        req = await parse_stream_request(request, ctx, last_event_id=True)
-        if not head:
-            ctx.auth.quota.enter(request)  # 429 past --max-connections-per-ip
-    except StreamgateError as exc:
-        return error_response(exc)
-    if head:
-        head_resp = web.StreamResponse(headers={"Cache-Control": "no-cache"})
-        head_resp.content_type = "text/event-stream"
-        return head_resp
-
-    try:
-        try:
-            opened = await open_stream(ctx, req) if req.per_connection else None
-        except StreamgateError as exc:
-            return error_response(exc)
-        if req.per_connection and opened is None:
-            # Resumed past the end of a finished stream. WHATWG: a 204 makes
-            # EventSource fail the connection for good instead of reconnecting.
-            return web.Response(status=204)
-        resp = QuietEventSourceResponse(sep="\n")
-        await start_response(resp, request)
-        await SSEStream(request, resp, ctx).serve(req, opened)
-        return resp
-    finally:
-        ctx.auth.quota.leave(request)
+handle_sse = functools.partial(handle_http_stream, SSEStream)
+"""``GET``/``HEAD /sse/{topic}``."""
