@@ -239,7 +239,7 @@ class Settings:
         group="delivery",
     )
     flush_hold: float = _opt(
-        0.002,
+        0.005,
         "most seconds a topic's flush is held when flushes come back to back: the next "
         "flush waits as long as the last one took, up to this, and carries every message "
         "that arrived meanwhile (0: flush every loop turn; ignored with --write-delay)",
