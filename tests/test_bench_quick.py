@@ -114,6 +114,27 @@ def test_targets_are_judged_against_the_same_run() -> None:
     assert verdicts["fan-out N=1000, 1 msg/POST, chunked: ≥ 4× baseline"] is False
 
 
+def test_publishing_is_judged_against_the_bare_handler_and_sse_at_one_subscriber_is_not() -> None:
+    rows: list[report.Row] = [
+        {"scenario": "publish", "server": "gateway", "requests_per_s": 7_000.0},
+        {"scenario": "publish", "server": "bare", "requests_per_s": 10_000.0},
+        {"scenario": "publish", "server": "gateway", "requests_per_s": 8_100.0},
+    ]
+    for n in (1, 100):
+        peer = _fan("starlette", "sse", "single", 10_000)
+        peer["n"] = n
+        mine = _fan("gateway", "sse", "single", 20_000)
+        mine["n"] = n
+        rows += [peer, mine]
+    verdicts = {what: met for what, met, _ in report.check_targets(rows)}
+    assert verdicts["publish, no subscriber: ≥ 0.8× a bare aiohttp handler (201)"] is True
+    assert verdicts["SSE N=100 single: ≥ 3× starlette"] is False
+    assert not any(what.startswith("SSE N=1 ") for what in verdicts)
+    rows[2]["requests_per_s"] = 7_900.0
+    verdicts = {what: met for what, met, _ in report.check_targets(rows)}
+    assert verdicts["publish, no subscriber: ≥ 0.8× a bare aiohttp handler (201)"] is False
+
+
 @pytest.mark.parametrize("transport", ["chunked", "sse", "ws"])
 async def test_bench_subscribers_count_every_delivery(transport: str) -> None:
     """The bench's raw-socket subscribers count exactly what the gateway sends.
