@@ -41,11 +41,11 @@ NDJSON = "application/x-ndjson"
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes (413) without buffering
     it, and a body that takes longer than ``--read-timeout`` to arrive (408)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"body is {length} bytes; the limit is {limit}")
     content = request.content
     if content.is_eof():  # the whole body is here already: take it, no coroutine
-        length = request.content_length
-        if length is not None and length > limit:
-            raise PayloadTooLarge(f"body is {length} bytes; the limit is {limit}")
         body = content.read_nowait()
         if len(body) > limit:
             raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
@@ -55,16 +55,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     timeout = request.app[CONTEXT].settings.read_timeout
     try:
         async with asyncio.timeout(timeout):
-            return await _read_body(request, limit)
+            return await _read_body(request, length, limit)
     except TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    length = request.content_length
-    if length is not None:
-        if length > limit:
-            raise PayloadTooLarge(f"body is {length} bytes; the limit is {limit}")
+async def _read_body(request: web.Request, length: int | None, limit: int) -> bytes:
+    if length is not None:  # at most limit (read_body checked)
         # The parser stops at Content-Length: one read, no streaming loop.
         try:
             return await request.content.readexactly(length) if length else b""
