@@ -29,6 +29,7 @@ __all__ = [
     "GatewayProcess",
     "GatewayUnderTest",
     "free_port",
+    "gateway_argv",
     "poll_until",
     "spawn_gateway",
     "start_gateway",
@@ -169,15 +170,9 @@ class GatewayProcess:
             return body
 
 
-@contextlib.asynccontextmanager
-async def spawn_gateway(
-    *args: str, port: int | None = None, **popen: Any
-) -> AsyncIterator[GatewayProcess]:
-    """``python -m gateway serve`` on 127.0.0.1 and ``port`` (default: a free
-    one), no ticks, plus ``args``; ready when ``/healthz`` answers; stopped (by
-    its pid) on exit, its stderr then in ``.stderr``."""
-    port = port or free_port()
-    proc = await asyncio.create_subprocess_exec(
+def gateway_argv(port: int, *args: str) -> list[str]:
+    """``python -m gateway serve`` on 127.0.0.1 and ``port``, no ticks, plus ``args``."""
+    return [
         sys.executable,
         "-m",
         "gateway",
@@ -189,6 +184,19 @@ async def spawn_gateway(
         "--tick-interval",
         "0",
         *args,
+    ]
+
+
+@contextlib.asynccontextmanager
+async def spawn_gateway(
+    *args: str, port: int | None = None, **popen: Any
+) -> AsyncIterator[GatewayProcess]:
+    """``python -m gateway serve`` on 127.0.0.1 and ``port`` (default: a free
+    one), no ticks, plus ``args``; ready when ``/healthz`` answers; stopped (by
+    its pid) on exit, its stderr then in ``.stderr``."""
+    port = port or free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *gateway_argv(port, *args),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         **popen,

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.helpers import JSON_HEADERS, TIMEOUT, free_port, poll_until
+from tests.helpers import JSON_HEADERS, TIMEOUT, free_port, gateway_argv, poll_until
 from tests.wire import read_until
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -52,19 +52,7 @@ def _alive(pid: int) -> bool:
 async def workers(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--tick-interval",
-        "0",
-        "--grace",
-        "2",
-        *args,
+        *gateway_argv(port, "--grace", "2", *args),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
