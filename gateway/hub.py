@@ -1,10 +1,15 @@
 """The hub: per topic, the local subscribers, and fan-out that encodes once.
 
-Messages published on a topic collect in a pending batch; the batch is flushed
-once per event-loop turn (or after ``write_delay`` seconds when configured). A
-flush frames the batch once per wire format and hands the same bytes object to
-every subscriber on that format: one write per subscriber per flush, however
-many messages the batch holds, and no per-subscriber Python work per message.
+Messages published on a topic collect in the topic's log until every
+subscriber has them. A *sweep* walks the subscribers a slice at a time and
+writes each one everything in the log after its cursor, in one write: the
+suffixes are framed once per wire format and the same bytes object goes to
+every subscriber that needs that suffix, so there is no per-subscriber Python
+work per message. Between slices the event loop runs, so a message published
+while a sweep is under way joins it: the subscribers the sweep has not reached
+yet get it in this sweep, the ones it has passed get it in the next. A message
+thus waits at most about one sweep, never for one sweep to end and then for
+its place in the next (Nchan's behaviour, measured in BENCHMARKS.md).
 
 A subscriber starts in *replay*: it is registered first (so live messages are
 buffered, never missed), then history after its ``since`` is written, paced by
@@ -41,7 +46,7 @@ REPLAY_SLICE = 256
 
 
 class Batch:
-    """Messages flushed together, framed lazily once per (format, http-chunked)."""
+    """Messages written together, framed lazily once per (format, http-chunked)."""
 
     __slots__ = ("_cache", "first_key", "last_key", "messages", "size")
 
@@ -97,6 +102,7 @@ class Subscriber:
         "backlog",
         "backlog_bytes",
         "cursor",
+        "given",
         "max_backlog_bytes",
         "remaining",
         "sink",
@@ -109,7 +115,10 @@ class Subscriber:
     ) -> None:
         self.sink = sink
         self.topic = topic
-        self.cursor: Key = (0, 0)
+        self.cursor: Key = ZERO
+        """The key of the last message written to the sink."""
+        self.given: Key = ZERO
+        """During the replay: the key of the last live message put in the backlog."""
         self.remaining = limit
         self.state = _REPLAY
         self.backlog: list[Message] | None = None
@@ -117,17 +126,24 @@ class Subscriber:
         self.backlog_bytes = 0
         self.max_backlog_bytes = max_backlog_bytes
 
-    def deliver(self, batch: Batch) -> None:
-        """Called by the hub once per flush."""
+    def deliver(self, fan: _Fanout) -> None:
+        """Called by a sweep: hand over what the topic's log holds past this subscriber."""
         if self.sink.closed:
             return
         if self.state == _LIVE:
-            if self.remaining is None and batch.first_key > self.cursor:
+            batch = fan.after(self.cursor)
+            if batch is None:
+                return
+            if self.remaining is None:
                 self.cursor = batch.last_key
                 self.sink.write_batch(batch)
             else:
                 self.write(batch.messages)
         elif self.state == _REPLAY:
+            batch = fan.after(self.given)
+            if batch is None:
+                return
+            self.given = batch.last_key
             if self.backlog is None:
                 self.backlog = []
             self.backlog.extend(batch.messages)
@@ -157,24 +173,74 @@ class Subscriber:
 _NOT_THERE = object()
 
 
+SWEEP_SLICE = 32
+"""Subscribers written per step of a sweep before the event loop runs again."""
+
+
+HOLD_FROM = 4
+"""Messages that must have arrived during a sweep for the next one to be held."""
+
+
 class _Fanout:
-    __slots__ = ("counts", "flush_handle", "next_flush", "pending", "subscribers", "watched")
+    __slots__ = (
+        "batches",
+        "counts",
+        "handle",
+        "log",
+        "next_sweep",
+        "subscribers",
+        "sweep",
+        "watched",
+    )
 
     def __init__(self, watched: asyncio.Future[None]) -> None:
         # A dict as an ordered set: at thousands of entries its table is a
         # third of a set's (a set keeps 2-4 empty slots per entry).
         self.subscribers: dict[Subscriber, None] = {}
         self.counts: dict[str, int] = {"chunked": 0, "sse": 0, "ws": 0}
-        """Subscribers per transport, kept on subscribe and unsubscribe: a flush
+        """Subscribers per transport, kept on subscribe and unsubscribe: a sweep
         counts its deliveries from these (messages x subscribers), not per
         subscriber, and ``GET /topics`` reads them without a scan."""
-        self.pending: list[Message] = []
-        self.flush_handle: asyncio.Handle | None = None
-        self.next_flush = 0.0
-        """Loop time before which a new flush is held (the adaptive hold)."""
+        self.log: list[Message] = []
+        """Messages some subscriber may not have yet, oldest first."""
+        self.batches: dict[Key, Batch] = {}
+        """The log after a key, framed once: cleared whenever the log changes."""
+        self.handle: asyncio.Handle | None = None
+        """The next sweep, or the next step of the one under way."""
+        self.sweep: _Sweep | None = None
+        self.next_sweep = 0.0
+        """Loop time before which a new sweep is held (the adaptive hold)."""
         self.watched: asyncio.Future[None] | None = watched
         """The broker's ``watch()`` of the topic, until it has completed: every
         subscriber that arrives meanwhile waits for the same one."""
+
+    def after(self, key: Key) -> Batch | None:
+        """The messages of the log after ``key`` as one batch (None: nothing new)."""
+        batch = self.batches.get(key)
+        if batch is None:
+            log = self.log
+            i = len(log)
+            while i and log[i - 1].key > key:
+                i -= 1
+            if i == len(log):
+                return None
+            batch = self.batches[key] = Batch(log[i:])
+        return batch
+
+
+class _Sweep:
+    """One walk over a topic's subscribers, as they were when it began."""
+
+    __slots__ = ("busy", "given", "position", "walk")
+
+    def __init__(self, fan: _Fanout) -> None:
+        self.walk = tuple(fan.subscribers)
+        self.position = 0
+        self.given = len(fan.log)
+        """The log's length when the sweep began: by its end, every subscriber
+        has these messages, and they leave the log."""
+        self.busy = 0.0
+        """Seconds the sweep's steps took, summed (not the time between them)."""
 
 
 class Hub:
@@ -188,53 +254,77 @@ class Hub:
         self.flush_hold = flush_hold
         self._fanouts: dict[str, _Fanout] = {}
         self.metrics: Metrics | None = None
-        """Set by :class:`gateway.metrics.Metrics` when metrics are on: each flush
-        then adds its deliveries and its duration there (once per flush)."""
+        """Set by :class:`gateway.metrics.Metrics` when metrics are on: each sweep
+        then adds its deliveries and its duration there (once per sweep)."""
         broker.set_listener(self.dispatch)
 
     # -- publishing side -------------------------------------------------------
 
     def dispatch(self, message: Message) -> None:
-        """Queue a new message for its topic's next flush (never blocks)."""
+        """Add a new message to its topic's log and see that a sweep takes it (never blocks)."""
         fan = self._fanouts.get(message.topic)
         if fan is None or not fan.subscribers:
             return
-        fan.pending.append(message)
-        if fan.flush_handle is None:
-            loop = asyncio.get_running_loop()
-            if self.write_delay > 0:
-                fan.flush_handle = loop.call_later(self.write_delay, self._flush, fan)
-                return
-            held = fan.next_flush - loop.time()
-            if held > 0:  # flushes back to back: this one gathers what comes meanwhile
-                fan.flush_handle = loop.call_later(held, self._flush, fan)
-            else:
-                fan.flush_handle = loop.call_soon(self._flush, fan)
+        fan.log.append(message)
+        if fan.batches:
+            fan.batches.clear()
+        if fan.handle is None:  # no sweep under way, none due: one starts
+            self._schedule(fan)
 
-    def _flush(self, fan: _Fanout) -> None:
-        fan.flush_handle = None
-        pending, fan.pending = fan.pending, []
-        if not pending:
+    def _schedule(self, fan: _Fanout) -> None:
+        loop = asyncio.get_running_loop()
+        if self.write_delay > 0:
+            fan.handle = loop.call_later(self.write_delay, self._sweep, fan)
             return
+        held = fan.next_sweep - loop.time()
+        if held > 0:  # sweeps back to back: this one gathers what comes meanwhile
+            fan.handle = loop.call_later(held, self._sweep, fan)
+        else:
+            fan.handle = loop.call_soon(self._sweep, fan)
+
+    def _sweep(self, fan: _Fanout) -> None:
+        """One step of a sweep: the next slice of subscribers (a new sweep if none)."""
+        sweep = fan.sweep
+        if sweep is None:
+            if not fan.log:
+                fan.handle = None
+                return
+            sweep = fan.sweep = _Sweep(fan)
         started = perf_counter()
-        batch = Batch(pending)
-        for sub in tuple(fan.subscribers):
+        walk = sweep.walk
+        end = sweep.position + SWEEP_SLICE
+        for sub in walk[sweep.position : end]:
             try:
-                sub.deliver(batch)
+                sub.deliver(fan)
             except Exception:  # one broken subscriber must not stop the others
                 log.exception("delivery to a subscriber of %r failed", sub.topic)
                 sub.sink.close(errors.INTERNAL_ERROR)
+        sweep.position = end
         took = perf_counter() - started
+        sweep.busy += took
+        if end < len(walk):
+            fan.handle = asyncio.get_running_loop().call_soon(self._sweep, fan)
+            return
+        # The sweep is over: every subscriber has what the log held when it
+        # began. What came since has reached the subscribers the sweep had not
+        # passed yet; a next sweep takes it to the others.
+        fan.sweep = None
+        del fan.log[: sweep.given]
+        fan.batches.clear()
         metrics = self.metrics
-        if metrics is not None:  # per flush, never per subscriber
-            metrics.flushed(fan.counts, len(pending), took)
-        if self.flush_hold > 0:
-            # The adaptive hold: the next flush of this topic waits as long as
-            # this one took (at most flush_hold). A flush that is cheap (few
-            # subscribers) or rare (a quiet topic) is never held; when flushes
-            # are costly and back to back, each carries what arrived while it
-            # was held, so the sends per message fall as the load rises.
-            fan.next_flush = asyncio.get_running_loop().time() + min(took, self.flush_hold)
+        if metrics is not None:  # per sweep, never per subscriber
+            metrics.flushed(fan.counts, sweep.given, sweep.busy)
+        if self.flush_hold > 0 and len(fan.log) >= HOLD_FROM:
+            # The adaptive hold. Several messages came while this sweep ran:
+            # publishing outpaces the sweeps, so the next one waits as long as
+            # this one kept the loop busy (at most flush_hold) and carries what
+            # arrives meanwhile: the sends per message fall as the load rises.
+            # One message or none: the next sweep is not held, so a message
+            # waits at most about one sweep.
+            fan.next_sweep = asyncio.get_running_loop().time() + min(sweep.busy, self.flush_hold)
+        fan.handle = None
+        if fan.log:
+            self._schedule(fan)
 
     # -- subscribing side ------------------------------------------------------
 
@@ -249,6 +339,8 @@ class Hub:
             watch = asyncio.ensure_future(self.broker.watch(sub.topic))
             fan = self._fanouts[sub.topic] = _Fanout(watch)
         fan.subscribers[sub] = None
+        if fan.log:  # published before it came: the history read below has them
+            sub.given = fan.log[-1].key
         name = sub.sink.transport_name
         fan.counts[name] = fan.counts.get(name, 0) + 1
         watched = fan.watched
@@ -299,8 +391,8 @@ class Hub:
             if fan.subscribers.pop(sub, _NOT_THERE) is not _NOT_THERE:
                 fan.counts[sub.sink.transport_name] -= 1
             if not fan.subscribers:
-                if fan.flush_handle is not None:
-                    fan.flush_handle.cancel()
+                if fan.handle is not None:
+                    fan.handle.cancel()
                 if fan.watched is not None:  # nobody left to wait for it
                     fan.watched.cancel()
                 del self._fanouts[sub.topic]

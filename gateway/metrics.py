@@ -2,8 +2,8 @@
 
 Nothing here runs per delivery. What is counted, and where:
 
-* **deliveries** (``streamgate_deliveries_total{transport}``): the hub's flush
-  adds messages x subscribers per transport once per flush, from counts its
+* **deliveries** (``streamgate_deliveries_total{transport}``): the hub's sweep
+  adds messages x subscribers per transport once per sweep, from counts its
   fan-out keeps on subscribe and unsubscribe (:meth:`Metrics.flushed`); a
   history replay adds what it wrote, once per slice; a per-connection stream
   adds its items.
@@ -13,8 +13,9 @@ Nothing here runs per delivery. What is counted, and where:
   this gateway (HTTP, batch, WebSocket command, shared sources, and
   ``Gateway.publish`` in an embedding application). No topic
   label: topics are made by clients, an unbounded set.
-* **flush duration** (``streamgate_flush_seconds``): the hub's flush, timed once
-  per flush (two ``perf_counter`` calls and a bucket increment).
+* **sweep duration** (``streamgate_flush_seconds``): the time the hub's sweep
+  of a topic kept the loop busy, its steps summed (two ``perf_counter`` calls
+  per step and a bucket increment per sweep).
 * Everything else is read when ``/metrics`` is scraped: open streams and the
   bytes queued for them (one pass over ``ctx.sessions``), the disconnect
   reasons the streams count anyway (``ctx.disconnects``), the broker's failed
@@ -96,8 +97,8 @@ FLUSH_BUCKETS = (
     0.05,
     0.1,
 )
-"""``streamgate_flush_seconds``: one batch to every subscriber of a topic, about
-a microsecond per subscriber."""
+"""``streamgate_flush_seconds``: one sweep of a topic's subscribers, a few
+microseconds per subscriber (most of it the kernel's send)."""
 
 DISCONNECT_REASONS = tuple(
     sorted({v.reason for v in vars(errors).values() if isinstance(v, Disconnect)})
@@ -154,7 +155,7 @@ class Metrics:
     # -- counted as it happens (never per delivery) ------------------------------------------
 
     def flushed(self, counts: dict[str, int], messages: int, seconds: float) -> None:
-        """The hub flushed ``messages`` to ``counts`` subscribers per transport."""
+        """A hub sweep gave ``messages`` to ``counts`` subscribers per transport."""
         deliveries = self.deliveries
         for transport, subscribers in counts.items():
             if subscribers:
@@ -162,7 +163,7 @@ class Metrics:
         self.flush_seconds.observe(seconds)
 
     def delivered(self, transport: str, messages: int) -> None:
-        """Messages written to one subscriber outside a flush (history, per-connection)."""
+        """Messages written to one subscriber outside a sweep (history, per-connection)."""
         self.deliveries[transport] = self.deliveries.get(transport, 0) + messages
 
     def published(self, messages: int, seconds: float) -> None:
@@ -226,7 +227,7 @@ class _Collector(Collector):
         )
         deliveries = CounterMetricFamily(
             "streamgate_deliveries",
-            "Messages handed to subscribers: per flush, messages x the topic's subscribers "
+            "Messages handed to subscribers: per sweep, messages x the topic's subscribers "
             "on each transport; plus history replayed and per-connection items.",
             labels=["transport"],
         )
@@ -244,7 +245,8 @@ class _Collector(Collector):
             "streamgate_publish_seconds", "Time the broker took to publish (one per call)."
         )
         yield m.flush_seconds.family(
-            "streamgate_flush_seconds", "Time one flush took: a batch to every subscriber."
+            "streamgate_flush_seconds",
+            "Time one sweep kept the loop busy: new messages to every subscriber of a topic.",
         )
         yield CounterMetricFamily(
             "streamgate_broker_errors",

@@ -235,14 +235,16 @@ class Settings:
     )
     write_delay: float = _opt(
         0.0,
-        "seconds to coalesce published messages before a flush (0: flush every loop turn)",
+        "seconds to coalesce published messages before a sweep writes them (0: a sweep "
+        "starts at once)",
         group="delivery",
     )
     flush_hold: float = _opt(
         0.005,
-        "most seconds a topic's flush is held when flushes come back to back: the next "
-        "flush waits as long as the last one took, up to this, and carries every message "
-        "that arrived meanwhile (0: flush every loop turn; ignored with --write-delay)",
+        "most seconds a topic's next sweep is held when publishing outpaces the sweeps "
+        "(4 messages or more arrived during the last one): it waits as long as the last "
+        "sweep kept the loop busy, up to this, and carries every message that arrives "
+        "meanwhile; a quiet topic is never held (0: never; ignored with --write-delay)",
         group="delivery",
     )
     retry_ms: int = _opt(

@@ -1,4 +1,4 @@
-"""The hub with recording sinks: encode once, one write per flush, race-free resume."""
+"""The hub with recording sinks: encode once, one write per sweep, race-free resume."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gateway import errors
 from gateway.broker.memory import MemoryBroker
 from gateway.errors import Disconnect
 from gateway.framing import Format
-from gateway.hub import Batch, Hub, Subscriber
+from gateway.hub import HOLD_FROM, SWEEP_SLICE, Batch, Hub, Subscriber
 from gateway.ids import parse_id
 from gateway.message import Message
 from tests.helpers import wait_for
@@ -261,36 +261,90 @@ async def test_subscribing_to_a_topic_deleted_meanwhile_ends_with_topic_deleted(
 
 
 class CostlySink(RecordingSink):
-    """A sink whose every write blocks the loop (a flush to many sockets)."""
+    """A sink whose every write blocks the loop (a sweep over many sockets)."""
 
     def write_batch(self, batch: Batch) -> None:
         time.sleep(0.03)
         super().write_batch(batch)
 
 
-async def test_the_flush_hold_gathers_back_to_back_messages_and_never_holds_a_quiet_topic() -> None:
+async def live_sinks(
+    hub: Hub, n: int, sink: type[RecordingSink] = RecordingSink
+) -> list[RecordingSink]:
+    sinks = [sink() for _ in range(n)]
+    for s in sinks:
+        await subscribe(hub, s)
+    assert not any(s.closed for s in sinks)
+    return sinks
+
+
+async def test_a_message_published_during_a_sweep_joins_it() -> None:
+    broker, hub = make()
+    await broker.create_topic("t")
+    sinks = await live_sinks(hub, 3 * SWEEP_SLICE)
+    ids = pub(broker, "t", "a")
+    await asyncio.sleep(0)  # one loop turn: the sweep's first step, one slice
+    assert [len(s.writes) for s in sinks] == [1] * SWEEP_SLICE + [0] * 2 * SWEEP_SLICE
+    ids += pub(broker, "t", "b")  # while the sweep is under way
+    await settle()
+    passed, ahead = sinks[:SWEEP_SLICE], sinks[SWEEP_SLICE:]
+    for sink in sinks:
+        assert sink.ids == ids  # each once, in order
+    for sink in passed:  # a in the first sweep, b in the next
+        assert len(sink.writes) == 2 and sink.writes[1] is passed[0].writes[1]
+    for sink in ahead:  # both in one write, the same bytes for all of them
+        assert len(sink.writes) == 1 and sink.writes[0] is ahead[0].writes[0]
+
+
+async def test_a_subscriber_that_comes_during_a_sweep_misses_nothing_and_gets_nothing_twice() -> (
+    None
+):
+    broker, hub = make()
+    await broker.create_topic("t")
+    sinks = await live_sinks(hub, 2 * SWEEP_SLICE)
+    ids = pub(broker, "t", "a", "b")
+    await asyncio.sleep(0)  # the sweep is under way
+    late, resumed = RecordingSink(), RecordingSink()
+    joining = [
+        asyncio.create_task(subscribe(hub, late)),
+        asyncio.create_task(subscribe(hub, resumed, since="0-0")),
+    ]
+    ids += pub(broker, "t", "c")
+    await asyncio.wait_for(asyncio.gather(*joining), 5)
+    ids += pub(broker, "t", "d")
+    await settle()
+    assert resumed.ids == ids
+    assert late.ids == ids[3:]  # from its arrival on: c came before it subscribed
+    for sink in sinks:
+        assert sink.ids == ids
+
+
+async def test_the_hold_waits_only_when_messages_outpace_the_sweeps() -> None:
     broker = MemoryBroker(history_size=100, max_topics=10)
     hub = Hub(broker, flush_hold=0.2)
-    sink = CostlySink()
     await broker.create_topic("t")
-    await hub.subscribe(Subscriber(sink, "t", max_backlog_bytes=1 << 20), None)
-    assert not sink.closed
-    published = [m.id for m in broker.publish_now("t", [b"0"])]
+    # A sweep of two steps: the first subscriber's write takes 30 ms.
+    first, *rest = await live_sinks(hub, 1, CostlySink) + await live_sinks(hub, SWEEP_SLICE)
+    published = pub(broker, "t", 0)
+    await asyncio.sleep(0)  # the first step
+    published += pub(broker, "t", *range(1, 1 + HOLD_FROM))  # outpacing the sweep
     await settle()
-    assert len(sink.writes) == 1  # the first flush: at once (it took 30 ms)
-    for i in range(1, 6):  # back to back, each in a loop turn of its own
-        published += [m.id for m in broker.publish_now("t", [b"%d" % i])]
-        await asyncio.sleep(0)
-    assert len(sink.writes) == 1  # held: the last flush ended less than its 30 ms ago
-    await wait_for(lambda: len(sink.ids) == 6, what="the held flush")
-    assert len(sink.writes) == 2 and sink.ids == published  # one write for the five
-    await asyncio.sleep(0.1)  # quiet for longer than a flush takes
-    published += [m.id for m in broker.publish_now("t", [b"6"])]
+    assert rest[-1].ids == published  # the sweep under way took them to the rest
+    assert first.ids == published[:1]  # held: the last sweep was busy for 30 ms
+    await wait_for(lambda: first.ids == published, what="the held sweep")
+    assert len(first.writes) == 2  # one write for all that arrived
+    await asyncio.sleep(0.1)  # quiet for longer than a sweep takes
+    published += pub(broker, "t", "quiet")
     await settle()
-    assert len(sink.writes) == 3 and sink.ids == published  # not held
+    assert first.ids == published  # not held
+    published += pub(broker, "t", "next")
+    await asyncio.sleep(0)
+    published += pub(broker, "t", "one")  # one message during a sweep: no hold
+    await settle()
+    assert first.ids == published and len(first.writes) == 5
 
 
-async def test_without_the_hold_every_loop_turn_flushes() -> None:
+async def test_without_the_hold_every_message_is_swept_at_once() -> None:
     broker = MemoryBroker(history_size=100, max_topics=10)
     hub = Hub(broker, flush_hold=0.0)
     sink = CostlySink()

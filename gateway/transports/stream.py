@@ -12,7 +12,7 @@ format, so the hot path is one ``transport.write()`` and two cheap checks: the
 bytes queued in user space stay under ``--max-queue-bytes`` (else the stream
 ends as a slow consumer), and a socket that stays blocked for
 ``--write-timeout`` ends it too. Writing to the transport directly, rather than
-through ``await response.write()``, is what lets one flush reach a thousand
+through ``await response.write()``, is what lets one sweep reach a thousand
 subscribers in one pass with no task switch per subscriber. aiohttp still
 writes the headers before and the last chunk after.
 
@@ -20,7 +20,7 @@ writes the headers before and the last chunk after.
 
 1. :meth:`Stream.close` records the :class:`~gateway.errors.Disconnect` (from
    the hub, a bound, the heartbeat loop, shutdown, the client) and wakes the
-   handler. It never blocks, so it is safe inside a flush.
+   handler. It never blocks, so it is safe inside a sweep.
 2. :meth:`Stream.finish` writes the final ``goodbye``/``end`` (best effort),
    then the transport's own ending (:meth:`Stream.terminate`: the last chunk,
    or the WebSocket close handshake), then waits until the kernel has sent

@@ -93,7 +93,7 @@ class WSStream(Stream):
             return
         super().close(reason)
         if reason is not errors.CLIENT_GONE and self._reading:
-            # Not from inside the hub's flush that may have called this.
+            # Not from inside the hub's sweep that may have called this.
             self.loop.call_soon(self._start_ending)
 
     def _start_ending(self) -> None:
