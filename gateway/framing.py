@@ -20,12 +20,13 @@ refuses a field value that would break the framing rather than trusting it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 
 __all__ = [
+    "FRAMERS",
     "HTTP_LAST_CHUNK",
     "JSON_CLOSE",
     "JSON_OPEN",
@@ -198,17 +199,26 @@ def http_chunk(body: bytes) -> bytes:
 # -- per format -------------------------------------------------------------------
 
 
+def _sse_message(message_id: str, message_json: bytes) -> bytes:
+    # Fast path of sse_event(): ids are validated at parse/generation time
+    # and message JSON has no CR/LF/NUL (see module docstring).
+    return b"id: " + message_id.encode() + b"\ndata: " + message_json + b"\n\n"
+
+
+FRAMERS: dict[Format, Callable[[str, bytes], bytes]] = {
+    Format.NDJSON: lambda _, message_json: ndjson_line(message_json),
+    Format.JSON_ARRAY: lambda _, message_json: json_item(message_json),
+    Format.SSE: _sse_message,
+    Format.WS: lambda _, message_json: ws_frame(message_json),
+}
+"""Per format, how one ``(id, message_json)`` is framed. A format's framing of
+several messages is the concatenation of theirs (:func:`encode_messages`)."""
+
+
 def encode_messages(fmt: Format, messages: Iterable[tuple[str, bytes]]) -> bytes:
     """Frame ``(id, message_json)`` pairs for one format, as one byte string."""
-    if fmt is Format.NDJSON:
-        return b"".join(m + b"\n" for _, m in messages)
-    if fmt is Format.JSON_ARRAY:
-        return b"".join(JSON_SEPARATOR + m for _, m in messages)
-    if fmt is Format.SSE:
-        # Fast path of sse_event(): ids are validated at parse/generation time
-        # and message JSON has no CR/LF/NUL (see module docstring).
-        return b"".join(b"id: " + i.encode() + b"\ndata: " + m + b"\n\n" for i, m in messages)
-    return b"".join(ws_frame(m) for _, m in messages)
+    frame = FRAMERS[fmt]
+    return b"".join([frame(i, m) for i, m in messages])
 
 
 def encode_control(fmt: Format, type: str, obj_json: bytes, *, retry: int | None = None) -> bytes:

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from time import perf_counter
 from typing import TYPE_CHECKING, Protocol
 
 from . import errors
 from .broker import Broker, unknown_since
 from .errors import Disconnect, NotFound
-from .framing import Format, control_json, encode_messages, http_chunk
+from .framing import FRAMERS, Format, control_json, encode_messages, http_chunk
 from .ids import ZERO, Key, format_id
 from .message import Message
 
@@ -48,14 +50,21 @@ REPLAY_SLICE = 256
 class Batch:
     """Messages written together, framed lazily once per (format, http-chunked)."""
 
-    __slots__ = ("_cache", "first_key", "last_key", "messages", "size")
+    __slots__ = ("_cache", "_framed", "first_key", "last_key", "messages", "size")
 
-    def __init__(self, messages: Sequence[Message]) -> None:
+    def __init__(
+        self,
+        messages: Sequence[Message],
+        framed: Callable[[Format], Sequence[bytes]] | None = None,
+    ) -> None:
         self.messages = messages
         self.first_key = messages[0].key
         self.last_key = messages[-1].key
         self.size = sum(len(m.json) for m in messages)
         self._cache: dict[tuple[Format, bool], bytes] = {}
+        self._framed = framed
+        """Each message already framed for a format (a topic's log keeps them,
+        so that a message is framed once however many batches carry it)."""
 
     def wire(self, fmt: Format, http_chunked: bool) -> bytes:
         """The batch framed for ``fmt``, inside one HTTP chunk if asked."""
@@ -64,6 +73,8 @@ class Batch:
         if data is None:
             if http_chunked:
                 data = http_chunk(self.wire(fmt, False))
+            elif self._framed is not None:
+                data = b"".join(self._framed(fmt))
             else:
                 data = encode_messages(fmt, [(m.id, m.json) for m in self.messages])
             self._cache[key] = data
@@ -171,11 +182,18 @@ class Subscriber:
 
 
 _NOT_THERE = object()
+_key_of = attrgetter("key")
 
 
 SWEEP_SLICE = 32
 """Subscribers written per step of a sweep before the event loop runs again."""
 
+
+JOIN_MAX = 256
+"""The most messages a sweep takes in as it goes. Past that many in the log,
+publishing outpaces the sweeps: the sweep no longer takes new messages in (its
+suffixes are framed once, as a flush's were) and runs to its end without
+letting the loop run, which paces the publishers as a flush did."""
 
 HOLD_FROM = 4
 """Messages that must have arrived during a sweep for the next one to be held."""
@@ -185,9 +203,11 @@ class _Fanout:
     __slots__ = (
         "batches",
         "counts",
+        "frames",
         "handle",
         "log",
         "next_sweep",
+        "reach",
         "subscribers",
         "sweep",
         "watched",
@@ -203,8 +223,13 @@ class _Fanout:
         subscriber, and ``GET /topics`` reads them without a scan."""
         self.log: list[Message] = []
         """Messages some subscriber may not have yet, oldest first."""
-        self.batches: dict[Key, Batch] = {}
-        """The log after a key, framed once: cleared whenever the log changes."""
+        self.frames: dict[Format, list[bytes]] = {}
+        """Per format, the log's messages framed one by one (as far as asked)."""
+        self.reach = 0
+        """How far into the log the sweep under way hands messages out."""
+        self.batches: dict[Key, Batch | None] = {}
+        """The log after a key, up to the reach, as one batch: cleared whenever
+        the reach moves or the log is trimmed."""
         self.handle: asyncio.Handle | None = None
         """The next sweep, or the next step of the one under way."""
         self.sweep: _Sweep | None = None
@@ -215,17 +240,46 @@ class _Fanout:
         subscriber that arrives meanwhile waits for the same one."""
 
     def after(self, key: Key) -> Batch | None:
-        """The messages of the log after ``key`` as one batch (None: nothing new)."""
-        batch = self.batches.get(key)
-        if batch is None:
-            log = self.log
-            i = len(log)
-            while i and log[i - 1].key > key:
-                i -= 1
-            if i == len(log):
-                return None
-            batch = self.batches[key] = Batch(log[i:])
+        """The messages of the log after ``key``, up to the reach, as one batch
+        (None: nothing new)."""
+        try:
+            return self.batches[key]
+        except KeyError:
+            pass
+        log, end = self.log, self.reach
+        start = bisect_right(log, key, 0, end, key=_key_of)
+        batch = None
+        if start < end:
+            batch = Batch(log[start:end], lambda fmt: self.framed(fmt)[start:end])
+        self.batches[key] = batch
         return batch
+
+    def framed(self, fmt: Format) -> list[bytes]:
+        """The log's messages, each framed for ``fmt`` (framed once, when first asked)."""
+        pieces = self.frames.get(fmt)
+        if pieces is None:
+            pieces = self.frames[fmt] = []
+        log = self.log
+        if len(pieces) < len(log):
+            frame = FRAMERS[fmt]
+            pieces.extend([frame(m.id, m.json) for m in log[len(pieces) :]])
+        return pieces
+
+    def extend_reach(self) -> None:
+        """Let the sweep under way hand out what the log holds now (a new
+        message joins it), as long as it carries at most ``JOIN_MAX`` messages:
+        each move frames the suffixes anew, which must stay cheap."""
+        if self.reach < len(self.log) <= JOIN_MAX:
+            self.reach = len(self.log)
+            self.batches.clear()
+
+    def forget(self, count: int) -> None:
+        """Drop the oldest ``count`` messages: every subscriber has them."""
+        del self.log[:count]
+        for pieces in self.frames.values():
+            del pieces[:count]
+        self.reach = 0
+        self.batches.clear()
 
 
 class _Sweep:
@@ -236,7 +290,7 @@ class _Sweep:
     def __init__(self, fan: _Fanout) -> None:
         self.walk = tuple(fan.subscribers)
         self.position = 0
-        self.given = len(fan.log)
+        self.given = fan.reach = len(fan.log)
         """The log's length when the sweep began: by its end, every subscriber
         has these messages, and they leave the log."""
         self.busy = 0.0
@@ -266,8 +320,6 @@ class Hub:
         if fan is None or not fan.subscribers:
             return
         fan.log.append(message)
-        if fan.batches:
-            fan.batches.clear()
         if fan.handle is None:  # no sweep under way, none due: one starts
             self._schedule(fan)
 
@@ -290,37 +342,45 @@ class Hub:
                 fan.handle = None
                 return
             sweep = fan.sweep = _Sweep(fan)
+        else:
+            fan.extend_reach()
         started = perf_counter()
         walk = sweep.walk
-        end = sweep.position + SWEEP_SLICE
-        for sub in walk[sweep.position : end]:
-            try:
-                sub.deliver(fan)
-            except Exception:  # one broken subscriber must not stop the others
-                log.exception("delivery to a subscriber of %r failed", sub.topic)
-                sub.sink.close(errors.INTERNAL_ERROR)
-        sweep.position = end
-        took = perf_counter() - started
-        sweep.busy += took
-        if end < len(walk):
-            fan.handle = asyncio.get_running_loop().call_soon(self._sweep, fan)
-            return
+        position = sweep.position
+        while position < len(walk):
+            end = position + SWEEP_SLICE
+            for sub in walk[position:end]:
+                try:
+                    sub.deliver(fan)
+                except Exception:  # one broken subscriber must not stop the others
+                    log.exception("delivery to a subscriber of %r failed", sub.topic)
+                    sub.sink.close(errors.INTERNAL_ERROR)
+            position = end
+            if position < len(walk) and len(fan.log) <= JOIN_MAX:
+                # The loop runs between steps, so that a message published
+                # meanwhile joins this sweep. Past JOIN_MAX messages publishing
+                # outpaces the sweep: it goes on to its end in one go, and the
+                # publishers wait for it, as they did for a flush.
+                sweep.position = position
+                sweep.busy += perf_counter() - started
+                fan.handle = asyncio.get_running_loop().call_soon(self._sweep, fan)
+                return
+        sweep.busy += perf_counter() - started
         # The sweep is over: every subscriber has what the log held when it
         # began. What came since has reached the subscribers the sweep had not
         # passed yet; a next sweep takes it to the others.
         fan.sweep = None
-        del fan.log[: sweep.given]
-        fan.batches.clear()
+        fan.forget(sweep.given)
         metrics = self.metrics
         if metrics is not None:  # per sweep, never per subscriber
             metrics.flushed(fan.counts, sweep.given, sweep.busy)
-        if self.flush_hold > 0 and len(fan.log) >= HOLD_FROM:
-            # The adaptive hold. Several messages came while this sweep ran:
-            # publishing outpaces the sweeps, so the next one waits as long as
-            # this one kept the loop busy (at most flush_hold) and carries what
-            # arrives meanwhile: the sends per message fall as the load rises.
-            # One message or none: the next sweep is not held, so a message
-            # waits at most about one sweep.
+        if self.flush_hold > 0 and (len(fan.log) >= HOLD_FROM or sweep.given > JOIN_MAX):
+            # The adaptive hold. Several messages came while this sweep ran, or
+            # it began with more than it may take in: publishing outpaces the
+            # sweeps, so the next one waits as long as this one kept the loop
+            # busy (at most flush_hold) and carries what arrives meanwhile: the
+            # sends per message fall as the load rises. Otherwise the next
+            # sweep is not held, so a message waits at most about one sweep.
             fan.next_sweep = asyncio.get_running_loop().time() + min(sweep.busy, self.flush_hold)
         fan.handle = None
         if fan.log:

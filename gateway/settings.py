@@ -242,9 +242,10 @@ class Settings:
     flush_hold: float = _opt(
         0.005,
         "most seconds a topic's next sweep is held when publishing outpaces the sweeps "
-        "(4 messages or more arrived during the last one): it waits as long as the last "
-        "sweep kept the loop busy, up to this, and carries every message that arrives "
-        "meanwhile; a quiet topic is never held (0: never; ignored with --write-delay)",
+        "(4 messages or more arrived during the last one, or it began with more than 256): "
+        "it waits as long as the last sweep kept the loop busy, up to this, and carries "
+        "every message that arrives meanwhile; a quiet topic is never held (0: never; "
+        "ignored with --write-delay)",
         group="delivery",
     )
     retry_ms: int = _opt(

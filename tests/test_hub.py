@@ -12,9 +12,9 @@ import pytest
 from gateway import errors
 from gateway.broker.memory import MemoryBroker
 from gateway.errors import Disconnect
-from gateway.framing import Format
-from gateway.hub import HOLD_FROM, SWEEP_SLICE, Batch, Hub, Subscriber
-from gateway.ids import parse_id
+from gateway.framing import Format, encode_messages
+from gateway.hub import HOLD_FROM, JOIN_MAX, SWEEP_SLICE, Batch, Hub, Subscriber
+from gateway.ids import ZERO, parse_id
 from gateway.message import Message
 from tests.helpers import wait_for
 
@@ -294,6 +294,19 @@ async def test_a_message_published_during_a_sweep_joins_it() -> None:
         assert len(sink.writes) == 2 and sink.writes[1] is passed[0].writes[1]
     for sink in ahead:  # both in one write, the same bytes for all of them
         assert len(sink.writes) == 1 and sink.writes[0] is ahead[0].writes[0]
+    a, b = (await broker.read("t", ZERO)).messages
+    assert passed[0].writes == [encode_messages(Format.SSE, [(m.id, m.json)]) for m in (a, b)]
+    assert ahead[0].writes == [encode_messages(Format.SSE, [(m.id, m.json) for m in (a, b)])]
+
+
+async def test_a_flood_past_join_max_is_swept_in_one_go_as_a_flush_was() -> None:
+    broker, hub = make(history_size=1000)
+    await broker.create_topic("t")
+    sinks = await live_sinks(hub, 3 * SWEEP_SLICE)
+    ids = pub(broker, "t", *range(JOIN_MAX + 1))
+    await asyncio.sleep(0)  # one loop turn: the whole sweep, one write each
+    for sink in sinks:
+        assert sink.ids == ids and len(sink.writes) == 1
 
 
 async def test_a_subscriber_that_comes_during_a_sweep_misses_nothing_and_gets_nothing_twice() -> (
@@ -355,3 +368,37 @@ async def test_without_the_hold_every_message_is_swept_at_once() -> None:
         broker.publish_now("t", [b"%d" % i])
         await settle()
     assert len(sink.writes) == 3
+
+
+async def test_every_subscriber_gets_every_message_once_in_order_whatever_the_interleaving() -> (
+    None
+):
+    """Small and large publishes (past JOIN_MAX) between the steps of sweeps,
+    subscribers that come and resume meanwhile: each sink sees each id once, in order."""
+    import random
+
+    rng = random.Random(7)
+    broker, hub = make(history_size=100_000)
+    hub.flush_hold = 0.001
+    await broker.create_topic("t")
+    sinks = await live_sinks(hub, 3 * SWEEP_SLICE + 5)
+    ids: list[str] = []
+    joined: list[tuple[RecordingSink, str | None, int, asyncio.Task[Subscriber]]] = []
+    for round in range(200):
+        size = rng.choice([1, 1, 2, 3, JOIN_MAX // 2, JOIN_MAX + 7])
+        ids += pub(broker, "t", *(f"{round}.{i}" for i in range(size)))
+        if round % 40 == 13:  # a subscriber that resumes from the start, and one from now on
+            for since in ("0-0", None):
+                sink = RecordingSink()
+                task = asyncio.create_task(subscribe(hub, sink, since=since))
+                joined.append((sink, since, len(ids), task))
+        for _ in range(rng.randrange(3)):
+            await asyncio.sleep(0)
+    await asyncio.gather(*(task for *_, task in joined))
+    await wait_for(lambda: all(s.ids == ids for s in sinks), what="every message everywhere")
+    for sink, since, published, _ in joined:
+        if since is not None:
+            assert sink.ids == ids
+        else:  # what came after it subscribed, nothing twice
+            skipped = len(ids) - len(sink.ids)
+            assert skipped >= published and sink.ids == ids[skipped:]
