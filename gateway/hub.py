@@ -208,6 +208,7 @@ class _Fanout:
         "log",
         "next_sweep",
         "reach",
+        "soon",
         "subscribers",
         "sweep",
         "watched",
@@ -232,6 +233,8 @@ class _Fanout:
         the reach moves or the log is trimmed."""
         self.handle: asyncio.Handle | None = None
         """The next sweep, or the next step of the one under way."""
+        self.soon = False
+        """The handle is a new sweep due at the next loop turn (not held)."""
         self.sweep: _Sweep | None = None
         self.next_sweep = 0.0
         """Loop time before which a new sweep is held (the adaptive hold)."""
@@ -325,6 +328,7 @@ class Hub:
 
     def _schedule(self, fan: _Fanout) -> None:
         loop = asyncio.get_running_loop()
+        fan.soon = False
         if self.write_delay > 0:
             fan.handle = loop.call_later(self.write_delay, self._sweep, fan)
             return
@@ -333,9 +337,22 @@ class Hub:
             fan.handle = loop.call_later(held, self._sweep, fan)
         else:
             fan.handle = loop.call_soon(self._sweep, fan)
+            fan.soon = True
+
+    def sweep_now(self, topic: str) -> None:
+        """Begin the sweep that a publish has just made due, now rather than at
+        the next loop turn: called once a publish call has handed all its
+        messages over, so that the first subscribers are written before the
+        publisher is answered (as Nchan does). A held sweep stays held."""
+        fan = self._fanouts.get(topic)
+        if fan is None or not fan.soon or fan.handle is None:
+            return
+        fan.handle.cancel()
+        self._sweep(fan)
 
     def _sweep(self, fan: _Fanout) -> None:
         """One step of a sweep: the next slice of subscribers (a new sweep if none)."""
+        fan.soon = False
         sweep = fan.sweep
         if sweep is None:
             if not fan.log:
