@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 from . import errors
 from .broker import Broker, unknown_since
 from .errors import Disconnect, NotFound
-from .framing import FRAMERS, Format, control_json, encode_messages, http_chunk
+from .framing import FRAMERS, Format, control_json, http_chunk
 from .ids import ZERO, Key, format_id
 from .message import Message
 
@@ -50,15 +50,12 @@ REPLAY_SLICE = 256
 class Batch:
     """Messages written together, framed lazily once per (format, http-chunked)."""
 
-    __slots__ = ("_cache", "_framed", "first_key", "last_key", "messages", "size")
+    __slots__ = ("_cache", "_framed", "last_key", "messages", "size")
 
     def __init__(
-        self,
-        messages: Sequence[Message],
-        framed: Callable[[Format], Sequence[bytes]] | None = None,
+        self, messages: Sequence[Message], framed: Callable[[Format], Sequence[bytes]]
     ) -> None:
         self.messages = messages
-        self.first_key = messages[0].key
         self.last_key = messages[-1].key
         self.size = sum(len(m.json) for m in messages)
         self._cache: dict[tuple[Format, bool], bytes] = {}
@@ -73,10 +70,8 @@ class Batch:
         if data is None:
             if http_chunked:
                 data = http_chunk(self.wire(fmt, False))
-            elif self._framed is not None:
-                data = b"".join(self._framed(fmt))
             else:
-                data = encode_messages(fmt, [(m.id, m.json) for m in self.messages])
+                data = b"".join(self._framed(fmt))
             self._cache[key] = data
         return data
 
@@ -208,7 +203,6 @@ class _Fanout:
         "log",
         "next_sweep",
         "reach",
-        "soon",
         "subscribers",
         "sweep",
         "watched",
@@ -233,8 +227,6 @@ class _Fanout:
         the reach moves or the log is trimmed."""
         self.handle: asyncio.Handle | None = None
         """The next sweep, or the next step of the one under way."""
-        self.soon = False
-        """The handle is a new sweep due at the next loop turn (not held)."""
         self.sweep: _Sweep | None = None
         self.next_sweep = 0.0
         """Loop time before which a new sweep is held (the adaptive hold)."""
@@ -293,7 +285,7 @@ class _Sweep:
     def __init__(self, fan: _Fanout) -> None:
         self.walk = tuple(fan.subscribers)
         self.position = 0
-        self.given = fan.reach = len(fan.log)
+        self.given = len(fan.log)
         """The log's length when the sweep began: by its end, every subscriber
         has these messages, and they leave the log."""
         self.busy = 0.0
@@ -328,7 +320,6 @@ class Hub:
 
     def _schedule(self, fan: _Fanout) -> None:
         loop = asyncio.get_running_loop()
-        fan.soon = False
         if self.write_delay > 0:
             fan.handle = loop.call_later(self.write_delay, self._sweep, fan)
             return
@@ -337,7 +328,6 @@ class Hub:
             fan.handle = loop.call_later(held, self._sweep, fan)
         else:
             fan.handle = loop.call_soon(self._sweep, fan)
-            fan.soon = True
 
     def sweep_now(self, topic: str) -> None:
         """Begin the sweep that a publish has just made due, now rather than at
@@ -345,20 +335,26 @@ class Hub:
         messages over, so that the first subscribers are written before the
         publisher is answered (as Nchan does). A held sweep stays held."""
         fan = self._fanouts.get(topic)
-        if fan is None or not fan.soon or fan.handle is None:
+        if (
+            fan is None
+            or fan.handle is None  # nothing due
+            or fan.sweep is not None  # under way: its next step is due anyway
+            or self.write_delay > 0
+            or fan.next_sweep > asyncio.get_running_loop().time()  # held
+        ):
             return
         fan.handle.cancel()
         self._sweep(fan)
 
     def _sweep(self, fan: _Fanout) -> None:
         """One step of a sweep: the next slice of subscribers (a new sweep if none)."""
-        fan.soon = False
         sweep = fan.sweep
         if sweep is None:
             if not fan.log:
                 fan.handle = None
                 return
             sweep = fan.sweep = _Sweep(fan)
+            fan.reach = sweep.given
         else:
             fan.extend_reach()
         started = perf_counter()
