@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import nchan, report
+from . import cost, nchan, report
 from .common import REPO, SERVER_CPUS, pin_load, raise_nofile
 from .run import (
     Config,
@@ -219,6 +219,15 @@ def _publish_rows(args: argparse.Namespace, cfg: Config, peers: list[str]) -> li
     for _ in range(2):  # alternated: A B A B, each the best of its windows
         rows.append(measure_publish(gateway_kind(0.0, repo=args.gateway_from), cfg, _log))
         rows.append(measure_publish(KINDS["bare"], cfg, _log))
+    why = cost.available()
+    if why:
+        _log(f"  instructions per POST: skipped, {why}")
+        return rows
+    _log("instructions per POST (callgrind; unmoved by a busy neighbour)")
+    for kind in (gateway_kind(0.0, repo=args.gateway_from), KINDS["bare"]):
+        row = cost.measure_cost(kind)
+        _log(f"  cost    {row['label']:<28} {row['instructions_per_request']:>10,.0f} instr/POST")
+        rows.append(row)
     return rows
 
 

@@ -208,6 +208,17 @@ def publish_table(rows: list[Row]) -> str:
             f"| {best['label']} | {each} | {best['requests_per_s']:,.0f} | "
             f"{best['server_cpu']:.0%} | {_x(x)} |"
         )
+    cost = {r["server"]: r for r in rows if r["scenario"] == "publish-cost"}
+    if "bare" in cost and len(cost) > 1:
+        floor = cost["bare"]["instructions_per_request"]
+        out += [
+            "",
+            "| server | instructions per POST (callgrind, user space) | × bare's count |",
+            "|---|---|---|",
+        ]
+        for r in cost.values():
+            each = r["instructions_per_request"]
+            out.append(f"| {r['label']} | {each:,.0f} | {each / floor:.2f}× |")
     return "\n".join(out)
 
 

@@ -121,6 +121,8 @@ class Server:
     log_path: str = ""
     prefix: str = ""
     """Nchan: the temp dir holding nginx's config, pid file, logs and temp paths."""
+    wrap: tuple[str, ...] = ()
+    """A command the Python server runs under (``valgrind --tool=callgrind``)."""
     _log: object = field(default=None, repr=False)
 
     @property
@@ -138,6 +140,7 @@ class Server:
                 argv[4:4] = ["--host", HOST, "--port", str(self.port)]
             else:
                 argv += ["--port", str(self.port)]
+            argv[:0] = self.wrap
             path = os.pathsep.join(dict.fromkeys([self.kind.repo, REPO]))
             cwd, env = self.kind.repo, dict(os.environ, PYTHONPATH=path)
             env.update(self.kind.env)

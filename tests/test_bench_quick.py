@@ -18,10 +18,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bench import nchan, report, run
+from bench import cost, nchan, report, run
 from bench.baseline import build_app
 from bench.common import HOST, PATTERN
-from bench.servers import KINDS, Server
+from bench.servers import KINDS, Server, gateway_kind
 from tests.helpers import JSON_HEADERS, TIMEOUT, start_gateway
 
 NCHAN = nchan.locate()
@@ -340,3 +340,15 @@ def test_ab_table_ratios_per_round_and_median(capsys: pytest.CaptureFixture[str]
     ab._table({"A": "on", "B": "off"}, rows, args)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| ws | 100 | 1"))
     assert "| 0.50, 0.90, 1.10 | **0.90** | 1.00 → 1.20 |" in line
+
+
+@pytest.mark.skipif(cost.available() is not None, reason=str(cost.available()))
+def test_instructions_per_post_are_counted() -> None:
+    """callgrind's counts come from the requests alone (zeroed after the warm-up,
+    dumped after the last answer): the gateway, which parses, stores and
+    answers with an id, executes more per POST than the bare handler, and both
+    counts are those of a request, far below a server's start-up."""
+    gateway = cost.measure_cost(gateway_kind(0.0), requests=200, warmup=50)
+    bare = cost.measure_cost(KINDS["bare"], requests=200, warmup=50)
+    assert 20_000 < bare["instructions_per_request"] < gateway["instructions_per_request"]
+    assert gateway["instructions_per_request"] < 2_000_000
