@@ -10,7 +10,7 @@ and the counters are dumped (``-d``): their total divided by ``requests``.
 One connection answered one request at a time means every request also pays
 one turn of the event loop, so the figures are larger than the per-request
 share under a closed loop of many connections; both servers pay it alike.
-Repeated runs of the same tree agree within about 1 %.
+Repeated runs of the same tree agree within about 3 %.
 
 Run: ``python -m bench.cost [--requests 3000] [--gateway-from PATH]`` (valgrind
 from Debian's packages; about 20 s a server).
