@@ -55,6 +55,10 @@ class Format(enum.Enum):
     SSE = "sse"
     WS = "ws"
 
+    # Members are compared by identity, so they may hash by it: Enum's own
+    # __hash__ is a Python call, paid on every delivery (the batch cache's key).
+    __hash__ = object.__hash__
+
 
 def message_json(id: str, topic: str, ts: float, data_json: bytes) -> bytes:
     """The message object, identical on every transport.

@@ -205,7 +205,10 @@ class Stream:
             return
         transport.write(data)
         self.sent += len(data)
-        if transport.get_write_buffer_size() > self.max_queue_bytes:
+        queued = transport.get_write_buffer_size()
+        if not queued:  # the socket took it all (the usual case): nothing is paused
+            return
+        if queued > self.max_queue_bytes:
             self.close(errors.SLOW_CONSUMER)
         elif self._stall_timer is None and self._protocol.writing_paused:
             self._stall_timer = self.loop.call_later(self.write_timeout, self._check_stall)
