@@ -240,8 +240,7 @@ def _publish_rows(args: argparse.Namespace, cfg: Config, peers: list[str]) -> li
         _log(f"  instructions per POST: skipped, {why}")
         return rows
     _log("instructions per POST (callgrind; unmoved by a busy neighbour)")
-    for kind in (gateway_kind(0.0, repo=args.gateway_from), KINDS["bare"]):
-        row = cost.measure_cost(kind)
+    for row in cost.measure_pair(args.gateway_from):
         _log(f"  cost    {row['label']:<28} {row['instructions_per_request']:>10,.0f} instr/POST")
         rows.append(row)
     return rows

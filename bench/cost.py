@@ -30,7 +30,7 @@ from typing import Any
 from .common import HOST
 from .servers import KINDS, Server, ServerKind, gateway_kind
 
-__all__ = ["available", "main", "measure_cost"]
+__all__ = ["available", "main", "measure_cost", "measure_pair"]
 
 BODY = b'{"t0":1764540000000.123}'
 """The shape of the load generator's body (``load._post``)."""
@@ -90,6 +90,12 @@ def measure_cost(kind: ServerKind, requests: int = 3000, warmup: int = 1000) -> 
     }
 
 
+def measure_pair(gateway_from: str | None, requests: int = 3000) -> list[dict[str, Any]]:
+    """The gateway (from ``gateway_from``, else this checkout), then the bare handler."""
+    kinds = (gateway_kind(0.0, repo=gateway_from), KINDS["bare"])
+    return [measure_cost(kind, requests) for kind in kinds]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
@@ -98,10 +104,7 @@ def main() -> None:
     why = available()
     if why:
         raise SystemExit(f"cannot count instructions: {why}")
-    rows = [
-        measure_cost(gateway_kind(0.0, repo=args.gateway_from), args.requests),
-        measure_cost(KINDS["bare"], args.requests),
-    ]
+    rows = measure_pair(args.gateway_from, args.requests)
     for row in rows:
         print(f"{row['label']:<28} {row['instructions_per_request']:>10,.0f} instructions/POST")
     ratio = rows[0]["instructions_per_request"] / rows[1]["instructions_per_request"]
