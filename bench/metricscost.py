@@ -24,7 +24,7 @@ from prometheus_client.exposition import generate_latest
 from gateway.app import build_app
 from gateway.context import CONTEXT, Context
 from gateway.errors import Disconnect
-from gateway.framing import Format
+from gateway.framing import Format, Wire
 from gateway.hub import Batch, Subscriber
 from gateway.message import Message
 from gateway.settings import Settings
@@ -40,7 +40,7 @@ class NullSink:
     closed = False
 
     def write_batch(self, batch: Batch) -> None:
-        batch.wire(Format.WS, False)
+        batch.wire(Wire.of(Format.WS, False))
 
     def write_messages(self, messages: Sequence[Message]) -> None: ...
 

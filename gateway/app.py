@@ -152,8 +152,9 @@ async def _heartbeats(ctx: Context) -> None:
     or a task of its own for it.
 
     Each connection belongs to one of ``HEARTBEAT_SLICES`` slices (by its hash,
-    fixed for its life) and gets its heartbeat once per interval, when its slice
-    comes round.
+    fixed for its life) and is visited once per interval, when its slice comes
+    round: it gets a heartbeat if nothing was written to it since the last visit
+    (:meth:`~gateway.transports.stream.Stream.beat`).
     """
     loop = asyncio.get_running_loop()
     tick = ctx.settings.heartbeat / HEARTBEAT_SLICES
@@ -164,7 +165,7 @@ async def _heartbeats(ctx: Context) -> None:
         now = loop.time()
         for stream in list(ctx.sessions):
             if hash(stream) % HEARTBEAT_SLICES == turn:
-                stream.heartbeat(now)
+                stream.beat(now)
 
 
 async def _say_goodbye(app: web.Application) -> None:

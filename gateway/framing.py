@@ -60,6 +60,31 @@ class Format(enum.Enum):
     __hash__ = object.__hash__
 
 
+class Wire:
+    """How a stream's shared bytes go out: a format, inside HTTP chunks or not.
+
+    One instance per pair (:meth:`of`), hashed by identity: the key of a
+    batch's cache, looked up on every delivery, where a ``(format, chunked)``
+    tuple would be built and hashed each time.
+    """
+
+    __slots__ = ("fmt", "http_chunked")
+
+    def __init__(self, fmt: Format, http_chunked: bool) -> None:
+        self.fmt = fmt
+        self.http_chunked = http_chunked
+
+    @staticmethod
+    def of(fmt: Format, http_chunked: bool) -> Wire:
+        return _WIRES[fmt, http_chunked]
+
+    def __repr__(self) -> str:
+        return f"Wire({self.fmt.name}{', chunked' if self.http_chunked else ''})"
+
+
+_WIRES = {(fmt, chunked): Wire(fmt, chunked) for fmt in Format for chunked in (False, True)}
+
+
 def message_json(id: str, topic: str, ts: float, data_json: bytes) -> bytes:
     """The message object, identical on every transport.
 

@@ -12,7 +12,7 @@ import pytest
 from gateway import errors
 from gateway.broker.memory import MemoryBroker
 from gateway.errors import Disconnect
-from gateway.framing import Format, encode_messages
+from gateway.framing import Format, Wire, encode_messages
 from gateway.hub import HOLD_FROM, JOIN_MAX, SWEEP_SLICE, Batch, Hub, Subscriber
 from gateway.ids import ZERO, parse_id
 from gateway.message import Message
@@ -33,7 +33,7 @@ class RecordingSink:
         self.gate: asyncio.Event | None = None  # when set, drain() waits for it
 
     def write_batch(self, batch: Batch) -> None:
-        self.writes.append(batch.wire(self.fmt, False))
+        self.writes.append(batch.wire(Wire.of(self.fmt, False)))
         self.ids.extend(m.id for m in batch.messages)
 
     def write_messages(self, messages: Sequence[Message]) -> None:

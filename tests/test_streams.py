@@ -151,6 +151,44 @@ async def test_heartbeats_on_every_transport() -> None:
                 await ws.pong(msg.data)
 
 
+async def test_busy_streams_get_no_heartbeat_until_they_fall_idle() -> None:
+    """Messages every 20 ms, heartbeats every 100 ms: while the messages flow no
+    heartbeat goes out on any transport (they would only cost a write, and a
+    WebSocket client's pong); once they stop, the heartbeats come."""
+    async with start_gateway(topics=("news",), heartbeat=0.1) as gw:
+        async with aiohttp.ClientSession() as s:
+            sse = await s.get(f"{gw.url}/sse/news")
+            ws = await s.ws_connect(f"{gw.ws_url}/ws/news", autoping=False)
+            ids = []
+            for n in range(40):  # 0.8 s: eight heartbeat intervals
+                ids.append(await gw.publish("news", n))
+                await asyncio.sleep(0.02)
+            busy = b""
+            async with asyncio.timeout(TIMEOUT):
+                while f"id: {ids[-1]}".encode() not in busy:
+                    busy += await sse.content.read(4096)
+                kinds = []
+                while True:
+                    msg = await ws.receive()
+                    kinds.append(msg.type)
+                    if msg.type is not aiohttp.WSMsgType.TEXT or ids[-1] in msg.data:
+                        break
+            assert busy.count(b"id: ") == len(ids)
+            assert b": ping" not in busy
+            assert kinds == [aiohttp.WSMsgType.TEXT] * len(ids)
+            # Idle now: a heartbeat within a few intervals on both.
+            async with asyncio.timeout(TIMEOUT):
+                idle = b""
+                while b": ping\n\n" not in idle:
+                    idle += await sse.content.read(100)
+                msg = await ws.receive()
+                assert msg.type is aiohttp.WSMsgType.PING
+                await ws.pong(msg.data)
+            await ws.close()
+            sse.close()
+        assert gw.context.disconnects.get("heartbeat_timeout", 0) == 0
+
+
 async def test_websocket_pings_are_spread_over_the_interval() -> None:
     """The heartbeat loop pings one slice of the connections per turn, not all at
     once; every WebSocket still gets a ping each interval and, answering, stays."""

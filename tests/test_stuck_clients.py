@@ -5,14 +5,23 @@ slow consumers, or when a write stays blocked past ``--write-timeout``), and
 then the connection must be closed at the TCP level within ``--write-timeout``:
 no ESTABLISHED socket and nothing in the kernel's Send-Q on the server's side
 (``ss``), and the descriptors released (``/proc/PID/fd``), even though these
-clients never read again.
+clients never read again. A client that vanishes from a busy stream (no FIN, no
+RST, no more ACKs: its link taken away, between network namespaces the test
+makes) is dropped by the kernel, within the bound the gateway sets on
+unacknowledged bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+import shutil
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -111,3 +120,125 @@ async def test_dropped_stuck_clients_leave_nothing_on_the_server(
                 for sock in socks:
                     sock.close()
     assert b"Traceback" not in gw.stderr, gw.stderr.decode()
+
+
+# -- a client that vanishes: no FIN, no RST, no more ACKs -------------------------------------
+
+SERVER_IP = "10.77.0.1"
+CLIENT_IP = "10.77.0.2"
+VANISH_CLIENT = """
+import socket, sys, time
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+sock.sendall(sys.argv[3].encode().decode("unicode_escape").encode("latin-1"))
+seen = b""
+while b'"ticks"' not in seen:  # a message has arrived: the stream flows
+    chunk = sock.recv(4096)
+    if not chunk:
+        sys.exit("the server closed the stream")
+    seen += chunk
+print(sock.getsockname()[1], flush=True)
+time.sleep(120)  # never closes: the test takes its link away
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[str, str, str]]:
+    """A server and a client network namespace joined by a veth pair, made for
+    this test and removed after it: (server netns, client netns, client link)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 (network namespaces)")
+    tag = f"sgv{os.getpid() % 100_000}"
+    server, client, link = f"{tag}s", f"{tag}c", f"{tag}c"
+    try:
+        _ip("netns", "add", server)
+        _ip("netns", "add", client)
+        _ip("link", "add", f"{tag}s", "type", "veth", "peer", "name", link)
+        _ip("link", "set", f"{tag}s", "netns", server)
+        _ip("link", "set", link, "netns", client)
+        _ip("-n", server, "addr", "add", f"{SERVER_IP}/30", "dev", f"{tag}s")
+        _ip("-n", client, "addr", "add", f"{CLIENT_IP}/30", "dev", link)
+        for ns, dev in ((server, f"{tag}s"), (server, "lo"), (client, link), (client, "lo")):
+            _ip("-n", ns, "link", "set", dev, "up")
+        yield server, client, link
+    finally:
+        for ns in (server, client):  # takes the veth pair with it
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+def _server_side(netns: str, port: int, client_port: int) -> list[str]:
+    """The server's socket of that one connection, as ``ss`` in its namespace sees it."""
+    which = f"( sport = :{port} and dport = :{client_port} )"
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns, "ss", "-tanH", which],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_a_client_that_vanishes_from_a_busy_stream_is_dropped(
+    two_hosts: tuple[str, str, str], transport: str
+) -> None:
+    """A busy stream gets no heartbeat (bytes flow), so no ping finds a peer
+    that vanished without a FIN (its link taken away): the kernel does, since
+    the gateway bounds how long sent bytes may stay unacknowledged
+    (TCP_USER_TIMEOUT, 2 x max(--heartbeat, --write-timeout) = 2 s here).
+    Without it the kernel retries for about 15 minutes."""
+    server_ns, client_ns, client_link = two_hosts
+    port = 8765
+    request = REQUESTS[transport].decode().replace("/news", "/ticks")
+    serve = ["--host", SERVER_IP, "--port", str(port), "--tick-interval", "0.1"]
+    serve += ["--heartbeat", "1", "--write-timeout", "1", "--log-level", "warning"]
+    gateway = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, sys.executable, "-m", "gateway", "serve", *serve],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    client = None
+    try:
+        deadline = time.monotonic() + TIMEOUT * 3
+        while True:  # up when the client gets its first message
+            if client is not None and client.poll() is not None:
+                client = None
+            if client is None:
+                assert gateway.poll() is None, gateway.stderr.read() if gateway.stderr else ""
+                assert time.monotonic() < deadline, "the client never got a message"
+                time.sleep(0.2)
+                argv = [SERVER_IP, str(port), request.encode("unicode_escape").decode()]
+                client = subprocess.Popen(
+                    ["ip", "netns", "exec", client_ns, sys.executable, "-c", VANISH_CLIENT, *argv],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            assert client.stdout is not None
+            ready, _, _ = select.select([client.stdout], [], [], 0.5)
+            if ready:
+                line = client.stdout.readline()
+                if line.strip():
+                    client_port = int(line)
+                    break
+        assert _server_side(server_ns, port, client_port) == ["ESTAB"]
+        _ip("-n", client_ns, "link", "set", client_link, "down")  # gone: no FIN, no RST
+        vanished = time.monotonic()
+        while held := _server_side(server_ns, port, client_port):
+            assert time.monotonic() - vanished < 30, f"the server still holds it: {held}"
+            time.sleep(0.2)
+    finally:
+        for proc in (client, gateway):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    assert gateway.stderr is not None
+    assert b"Traceback" not in gateway.stderr.read()

@@ -20,7 +20,7 @@ from .. import aiohttp_compat, errors
 from ..auth import Grant
 from ..context import CONTEXT, Context
 from ..errors import BadRequest, Disconnect, StreamgateError
-from ..framing import Format, control_json
+from ..framing import Format, Wire, control_json
 from ..hub import Subscriber
 from ..ids import Key, parse_id
 from ..message import Message
@@ -191,8 +191,7 @@ class HttpStream(Stream):
     def __init__(
         self, request: web.Request, response: web.StreamResponse, ctx: Context, fmt: Format
     ) -> None:
-        super().__init__(request, response, ctx)
-        self.http_chunked = aiohttp_compat.http_chunked(request)
+        super().__init__(request, response, ctx, Wire.of(fmt, aiohttp_compat.http_chunked(request)))
 
     @classmethod
     def format_of(cls, request: web.Request) -> Format:

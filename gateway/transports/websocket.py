@@ -18,7 +18,7 @@ from aiohttp.http import HttpVersion11
 from .. import aiohttp_compat, errors, jsonvalue
 from ..context import CONTEXT, Context
 from ..errors import BadRequest, Disconnect, Forbidden, StreamgateError, Unauthorized
-from ..framing import WS_PING, WS_PONG_OPCODE, Format, control_json, ws_frame
+from ..framing import WS_PING, WS_PONG_OPCODE, Format, Wire, control_json, ws_frame
 from ..origins import ORIGINS
 from ..responses import error_response
 from .common import OpenStream, StreamRequest, begin, open_stream, parse_stream_request
@@ -27,6 +27,8 @@ from .stream import Stream
 __all__ = ["WSStream", "handle_ws"]
 
 log = logging.getLogger(__name__)
+
+WS_WIRE = Wire.of(Format.WS, False)
 
 FRAME_OVERHEAD = 1024
 """Room for the command envelope around a publish's data."""
@@ -71,20 +73,24 @@ class WSStream(Stream):
     __slots__ = ("_budget", "_reading", "closer", "last_pong", "pinged_at")
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, ctx: Context) -> None:
-        super().__init__(request, ws, ctx)
+        super().__init__(request, ws, ctx, WS_WIRE)
         self.pinged_at = 0.0
         self.last_pong = 0.0
         self.closer: asyncio.Task[None] | None = None
         self._budget: _PublishBudget | None = None
         self._reading = False
 
-    def heartbeat(self, now: float) -> None:
-        """A ping frame; a client that has not answered the previous one is dead."""
+    def beat(self, now: float) -> None:
+        """A client that has not answered the last ping is dead, busy stream or
+        not; an idle stream then gets a new ping."""
         if self.closed:
             return
         if self.pinged_at and self.last_pong < self.pinged_at:
             self.close(errors.HEARTBEAT_TIMEOUT)
             return
+        super().beat(now)
+
+    def heartbeat(self, now: float) -> None:
         self.pinged_at = now
         self.write_raw(WS_PING)
 
