@@ -12,25 +12,42 @@ one turn of the event loop, so the figures are larger than the per-request
 share under a closed loop of many connections; both servers pay it alike.
 Repeated runs of the same tree agree within about 3 %.
 
+The same counter gives the work of one delivery (``--deliveries TRANSPORT``):
+the gateway, under callgrind with heartbeats off, gets ``subscribers`` raw
+subscribers on one topic (read by a thread of this process), then
+``messages`` POSTs, each sent once the previous one's fan-out has gone quiet
+(so every sweep carries one message). The count over that window, divided by
+``messages x subscribers``, is one delivery's share, sweep and POST included.
+
 Run: ``python -m bench.cost [--requests 3000] [--gateway-from PATH]`` (valgrind
-from Debian's packages; about 20 s a server).
+from Debian's packages; about 20 s a server), ``python -m bench.cost
+--deliveries sse [--subscribers 1000] [--messages 20]`` (about a minute).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import glob
 import http.client
+import json
 import os
+import selectors
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
+from . import load
 from .common import HOST
 from .servers import KINDS, Server, ServerKind, gateway_kind
 
-__all__ = ["available", "main", "measure_cost", "measure_pair"]
+__all__ = ["available", "main", "measure_cost", "measure_delivery_cost", "measure_pair"]
 
 BODY = b'{"t0":1764540000000.123}'
 """The shape of the load generator's body (``load._post``)."""
@@ -52,41 +69,155 @@ def _post(conn: http.client.HTTPConnection, count: int) -> None:
             raise RuntimeError(f"POST /topics/bench answered {resp.status}")
 
 
-def _total(pattern: str) -> int:
-    """The instruction total of the one dump matching ``pattern``."""
-    (path,) = glob.glob(pattern)
-    with open(path) as f:
-        for line in f:
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
-    raise RuntimeError(f"no total in {path}")
+class _Counted:
+    """A server under callgrind: ``zero()`` the counters, ``count()`` dumps them
+    and gives their total (the instructions executed since the zero)."""
+
+    def __init__(self, server: Server, out: str) -> None:
+        self.server = server
+        self.out = out
+
+    def _control(self, flag: str) -> None:
+        argv = ["callgrind_control", flag, str(self.server.pid)]
+        subprocess.run(argv, check=True, capture_output=True)
+
+    def zero(self) -> None:
+        self._control("-z")
+
+    def count(self) -> int:
+        self._control("-d")
+        (path,) = glob.glob(self.out + ".*")
+        with open(path) as f:
+            for line in f:
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no total in {path}")
 
 
-def measure_cost(kind: ServerKind, requests: int = 3000, warmup: int = 1000) -> dict[str, Any]:
-    """Instructions the server executes per ``POST /topics/bench``, in user space."""
+@contextlib.contextmanager
+def _under_callgrind(kind: ServerKind) -> Iterator[_Counted]:
+    """``kind`` started under callgrind, stopped (by pid) on exit."""
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         out = os.path.join(tmp, "callgrind.out")
         wrap = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
         server = Server(kind, wrap=wrap).start(timeout=180.0)
         try:
-            conn = http.client.HTTPConnection(HOST, server.port, timeout=60)
-            try:
-                _post(conn, warmup)
-                control = ["callgrind_control"]
-                subprocess.run([*control, "-z", str(server.pid)], check=True, capture_output=True)
-                _post(conn, requests)
-                subprocess.run([*control, "-d", str(server.pid)], check=True, capture_output=True)
-            finally:
-                conn.close()
-            total = _total(out + ".*")
+            yield _Counted(server, out)
         finally:
             server.stop()
+
+
+def measure_cost(kind: ServerKind, requests: int = 3000, warmup: int = 1000) -> dict[str, Any]:
+    """Instructions the server executes per ``POST /topics/bench``, in user space."""
+    with _under_callgrind(kind) as counted:
+        conn = http.client.HTTPConnection(HOST, counted.server.port, timeout=60)
+        try:
+            _post(conn, warmup)
+            counted.zero()
+            _post(conn, requests)
+            total = counted.count()
+        finally:
+            conn.close()
     return {
         "scenario": "publish-cost",
         "server": kind.name,
         "label": kind.label,
         "requests": requests,
         "instructions_per_request": total / requests,
+    }
+
+
+class _Readers:
+    """Raw subscribers of ``/{transport}/bench``, read by one thread until closed."""
+
+    def __init__(self, port: int, transport: str, n: int) -> None:
+        path = f"/{transport}/bench"
+        request = load.request_bytes(load.SubConfig(port, transport, path, n))
+        self.selector = selectors.DefaultSelector()
+        self.socks = []
+        for _ in range(n):
+            sock = socket.create_connection((HOST, port), timeout=60)
+            sock.sendall(request)
+            sock.setblocking(False)
+            self.selector.register(sock, selectors.EVENT_READ)
+            self.socks.append(sock)
+        self.last = time.monotonic()
+        self.running = True
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while self.running:
+            for key, _ in self.selector.select(0.2):
+                try:
+                    if key.fileobj.recv(65536):  # type: ignore[union-attr]
+                        self.last = time.monotonic()
+                except (BlockingIOError, OSError):
+                    pass
+
+    def wait_quiet(self, quiet: float = 0.3, timeout: float = 60.0) -> None:
+        """Until nothing has arrived for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        time.sleep(0.1)
+        while time.monotonic() - self.last < quiet and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(5.0)
+        for sock in self.socks:
+            sock.close()
+
+
+def _subscribed(server: Server, n: int, timeout: float = 300.0) -> None:
+    """Until ``GET /topics`` counts ``n`` subscribers of ``bench`` (slow under callgrind)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, body = server.get("/topics")
+        except OSError:
+            time.sleep(1.0)
+            continue
+        topics = [t for t in json.loads(body)["topics"] if t["name"] == "bench"]
+        if topics and sum(topics[0]["subscribers"].values()) >= n:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"fewer than {n} subscribers after {timeout:g} s")
+
+
+def _fan_out(conn: http.client.HTTPConnection, readers: _Readers, count: int) -> None:
+    """``count`` POSTs, each once the previous one's fan-out has gone quiet."""
+    for _ in range(count):
+        _post(conn, 1)
+        readers.wait_quiet()
+
+
+def measure_delivery_cost(
+    kind: ServerKind, transport: str, subscribers: int = 1000, messages: int = 20
+) -> dict[str, Any]:
+    """Instructions the gateway executes per delivery (one message a sweep)."""
+    kind = dataclasses.replace(kind, env=(*kind.env, ("STREAMGATE_HEARTBEAT", "3600")))
+    with _under_callgrind(kind) as counted:
+        server = counted.server
+        readers = _Readers(server.port, transport, subscribers)
+        conn = http.client.HTTPConnection(HOST, server.port, timeout=120)
+        try:
+            _subscribed(server, subscribers)
+            _fan_out(conn, readers, 5)  # warm-up
+            counted.zero()
+            _fan_out(conn, readers, messages)
+            total = counted.count()
+        finally:
+            conn.close()
+            readers.close()
+    return {
+        "scenario": "delivery-cost",
+        "server": kind.name,
+        "label": kind.label,
+        "transport": transport,
+        "subscribers": subscribers,
+        "messages": messages,
+        "instructions_per_delivery": total / (messages * subscribers),
     }
 
 
@@ -100,10 +231,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--gateway-from", metavar="PATH", help="the gateway from this checkout")
+    parser.add_argument(
+        "--deliveries",
+        metavar="TRANSPORT",
+        choices=("chunked", "sse", "ws"),
+        help="count a delivery on this transport instead of a publish",
+    )
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=20)
     args = parser.parse_args()
     why = available()
     if why:
         raise SystemExit(f"cannot count instructions: {why}")
+    if args.deliveries:
+        kind = gateway_kind(0.0, repo=args.gateway_from)
+        row = measure_delivery_cost(kind, args.deliveries, args.subscribers, args.messages)
+        print(f"{args.deliveries}: {row['instructions_per_delivery']:,.0f} instructions/delivery")
+        return
     rows = measure_pair(args.gateway_from, args.requests)
     for row in rows:
         print(f"{row['label']:<28} {row['instructions_per_request']:>10,.0f} instructions/POST")

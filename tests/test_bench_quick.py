@@ -352,3 +352,13 @@ def test_instructions_per_post_are_counted() -> None:
     bare = cost.measure_cost(KINDS["bare"], requests=200, warmup=50)
     assert 20_000 < bare["instructions_per_request"] < gateway["instructions_per_request"]
     assert gateway["instructions_per_request"] < 2_000_000
+
+
+@pytest.mark.skipif(cost.available() is not None, reason=str(cost.available()))
+def test_instructions_per_delivery_are_counted() -> None:
+    """A delivery's count comes from the fan-outs alone: above a bare send's
+    Python call (the sweep, the stream's checks, uvloop's write), and far below
+    what a POST costs, which 50 subscribers share."""
+    row = cost.measure_delivery_cost(gateway_kind(0.0), "sse", subscribers=50, messages=3)
+    assert row["scenario"] == "delivery-cost"
+    assert 1_000 < row["instructions_per_delivery"] < 100_000
