@@ -10,6 +10,12 @@ environment variables (``--b-env STREAMGATE_METRICS=false``) and flags
 
     python -m bench.ab --b-env STREAMGATE_METRICS=false --rounds 2
 
+``--latency`` measures latency instead (100 msg/s at each ``--ns``, every
+delivery timed), and ``--nchan`` adds Nchan as a third side in each round, so
+that each round's p99 can be set against the C peer's of the same minute::
+
+    python -m bench.ab --a-from /tmp/before --latency --ns 1000 --nchan --rounds 3
+
 Everything runs on 127.0.0.1; the servers are stopped by pid (bench.servers).
 """
 
@@ -25,10 +31,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import report
+from . import nchan, report
 from .common import REPO, pin_load, raise_nofile
 from .run import Config, run_matrix
-from .servers import ServerKind, gateway_kind
+from .servers import KINDS, ServerKind, gateway_kind
 
 _T0 = time.monotonic()
 
@@ -74,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ns", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring window per figure")
+    parser.add_argument("--latency", action="store_true", help="latency at 100 msg/s instead")
+    parser.add_argument("--nchan", action="store_true", help="Nchan as a third side, N")
     parser.add_argument("--json", help="write every row to this file")
     parser.add_argument("--from-json", metavar="PATH", help="only print the table of a run")
     args = parser.parse_args(argv)
@@ -92,7 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         "A": _variant("A", args.a_from, args.a_env, args.a_args.split()),
         "B": _variant("B", args.b_from, args.b_env, args.b_args.split()),
     }
-    cfg = Config(ns=tuple(args.ns), latency_ns=(), window=args.seconds)
+    if args.nchan:
+        setup = nchan.locate(install=True, log=_log)
+        if isinstance(setup, str):
+            raise SystemExit(f"--nchan: {setup}")
+        sides["N"] = KINDS["nchan"]
+    if args.latency:
+        cfg = Config(ns=tuple(args.ns), latency_ns=tuple(args.ns), modes=())
+    else:
+        cfg = Config(ns=tuple(args.ns), latency_ns=(), window=args.seconds)
     rows: list[dict[str, Any]] = []
     for round_ in range(1, args.rounds + 1):
         for side, kind in sides.items():
@@ -107,9 +123,62 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _latency_table(
+    labels: dict[str, str], rows: list[dict[str, Any]], args: argparse.Namespace
+) -> None:
+    """Per transport and N: each round's p50/p99 at the socket and server µs per
+    delivery for every side, then the medians of each round's ratios."""
+    sides = list(labels)
+    for side, label in labels.items():
+        print(f"{side}: {label}")
+    rounds = sorted({r["round"] for r in rows if "round" in r})
+    pairs = [(b, a) for a, b in (("A", "B"), ("N", "A"), ("N", "B")) if a in sides and b in sides]
+    head = " | ".join(f"{side}: p50 / p99 ms, µs/deliv" for side in sides)
+    ratio_head = " | ".join(f"{b}/{a} p99 per round (median)" for b, a in pairs)
+    print(f"\n| transport | N | round | {head} | {ratio_head} |")
+    print("|---" * (3 + len(sides) + len(pairs)) + "|")
+    for t in args.transports:
+        for n in args.ns:
+            found = {
+                (side, r): report.find(
+                    rows, side=side, round=r, transport=t, n=n, scenario="latency"
+                )
+                for side in sides
+                for r in rounds
+            }
+            p99 = {k: float(v["sock_p99_ms"]) if v else None for k, v in found.items()}
+            ratios = {
+                (b, a): [
+                    x for r in rounds if (x := report.ratio(p99[(b, r)], p99[(a, r)])) is not None
+                ]
+                for b, a in pairs
+            }
+            for r in rounds:
+                cells = []
+                for side in sides:
+                    row = found[(side, r)]
+                    cells.append(
+                        f"{row['sock_p50_ms']:.2f} / {row['sock_p99_ms']:.2f}, "
+                        f"{row['server_us_per_delivery']:.2f}"
+                        if row
+                        else "—"
+                    )
+                last = r == rounds[-1]
+                shown = [
+                    (", ".join(f"{x:.2f}" for x in xs) + f" (**{statistics.median(xs):.2f}**)")
+                    if last and xs
+                    else ""
+                    for xs in ratios.values()
+                ]
+                print(f"| {t} | {n} | {r} | {' | '.join(cells)} | {' | '.join(shown)} |")
+
+
 def _table(labels: dict[str, str], rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """Per figure: each round's deliveries/s of A and B and their ratio, and the
     server's CPU per delivery (less sensitive to what else the machine runs)."""
+    if getattr(args, "latency", False):
+        _latency_table(labels, rows, args)
+        return
     print(f"\nA: {labels['A']}\nB: {labels['B']}\n")
     print(
         "| transport | N | publish | A deliv/s | B deliv/s | B/A per round | B/A median "

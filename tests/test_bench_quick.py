@@ -342,6 +342,46 @@ def test_ab_table_ratios_per_round_and_median(capsys: pytest.CaptureFixture[str]
     assert "| 0.50, 0.90, 1.10 | **0.90** | 1.00 → 1.20 |" in line
 
 
+def test_ab_latency_table_sets_each_round_against_nchan(capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench.ab --latency --nchan``: each ratio is taken within a round, and
+    the median of the rounds is the figure (not a ratio of medians)."""
+    import argparse
+
+    from bench import ab
+
+    rows = [
+        {
+            "side": side,
+            "round": r,
+            "transport": "sse",
+            "n": 1000,
+            "scenario": "latency",
+            "sock_p50_ms": p99 / 2,
+            "sock_p99_ms": p99,
+            "server_us_per_delivery": 8.0,
+        }
+        for side, r, p99 in (
+            ("A", 1, 12.0),
+            ("B", 1, 10.0),
+            ("N", 1, 8.0),
+            ("A", 2, 9.0),
+            ("B", 2, 9.0),
+            ("N", 2, 10.0),
+            ("A", 3, 20.0),
+            ("B", 3, 10.0),
+            ("N", 3, 10.0),
+        )
+    ]
+    args = argparse.Namespace(transports=["sse"], ns=[1000], latency=True)
+    ab._table({"A": "before", "B": "now", "N": "Nchan"}, rows, args)
+    out = capsys.readouterr().out.splitlines()
+    assert any(x.startswith("| sse | 1000 | 1 | 6.00 / 12.00, 8.00 |") for x in out)
+    last = next(x for x in out if x.startswith("| sse | 1000 | 3 |"))
+    # B/A: 0.83, 1.00, 0.50; A/N: 1.50, 0.90, 2.00; B/N: 1.25, 0.90, 1.00.
+    assert "| 0.83, 1.00, 0.50 (**0.83**) | 1.50, 0.90, 2.00 (**1.50**) |" in last
+    assert last.endswith("| 1.25, 0.90, 1.00 (**1.00**) |")
+
+
 @pytest.mark.skipif(cost.available() is not None, reason=str(cost.available()))
 def test_instructions_per_post_are_counted() -> None:
     """callgrind's counts come from the requests alone (zeroed after the warm-up,
