@@ -11,7 +11,7 @@ import orjson
 import pytest
 import websockets
 
-from gateway.app import HEARTBEAT_SLICES
+from gateway.app import heartbeat_slice
 from tests import sample_sources
 from tests.helpers import TIMEOUT, start_gateway, wait_for
 from tests.wire import read_until
@@ -189,6 +189,50 @@ async def test_busy_streams_get_no_heartbeat_until_they_fall_idle() -> None:
         assert gw.context.disconnects.get("heartbeat_timeout", 0) == 0
 
 
+async def test_heartbeat_visits_leave_one_heartbeat_per_idle_interval() -> None:
+    """The loop visits each stream twice per interval (driven here by hand, the
+    loop itself asleep for an hour): a visit after a write leaves nothing, the
+    next one a heartbeat, the one after that nothing again. So an idle stream
+    gets one heartbeat per interval and no stream a whole interval without a
+    byte. A WebSocket ping left unanswered half an interval is not yet a
+    timeout; a whole interval is."""
+    hour = 3600.0
+    async with start_gateway(topics=("news",), heartbeat=hour) as gw:
+        async with aiohttp.ClientSession() as s:
+            sse = await s.get(f"{gw.url}/sse/news")
+            ws = await s.ws_connect(f"{gw.ws_url}/ws/news", autoping=False)
+            await wait_for(lambda: len(gw.context.sessions) == 2, what="both streams")
+            first = await gw.publish("news", "first")
+            got = b""
+            async with asyncio.timeout(TIMEOUT):
+                while f"id: {first}".encode() not in got:
+                    got += await sse.content.read(4096)
+                assert first in (await ws.receive_str())
+            t0 = asyncio.get_running_loop().time()
+            for visit in range(1, 6):  # half an interval apart
+                for stream in list(gw.context.sessions):
+                    stream.beat(t0 + visit * hour / 2)
+            # Visits 2 and 4 left heartbeats: two pings on SSE, before the marker.
+            marker = await gw.publish("news", "marker")
+            async with asyncio.timeout(TIMEOUT):
+                while f"id: {marker}".encode() not in got:
+                    got += await sse.content.read(4096)
+            assert got.count(b": ping\n\n") == 2
+            # The WebSocket got its ping at visit 2 and does not answer: visit 3
+            # (half an interval on) lets it be, visit 4 (a whole one) drops it.
+            async with asyncio.timeout(TIMEOUT):
+                msg = await ws.receive()
+                assert msg.type is aiohttp.WSMsgType.PING
+                kinds = [msg.type]
+                while msg.type is not aiohttp.WSMsgType.CLOSE:
+                    msg = await ws.receive()
+                    kinds.append(msg.type)
+            assert kinds[-1] is aiohttp.WSMsgType.CLOSE and ws.close_code == 1011
+            assert kinds.count(aiohttp.WSMsgType.PING) == 1
+            sse.close()
+        assert gw.context.disconnects.get("heartbeat_timeout", 0) == 1
+
+
 async def test_websocket_pings_are_spread_over_the_interval() -> None:
     """The heartbeat loop pings one slice of the connections per turn, not all at
     once; every WebSocket still gets a ping each interval and, answering, stays."""
@@ -209,7 +253,7 @@ async def test_websocket_pings_are_spread_over_the_interval() -> None:
             assert len(sinks) == n
             # One loop turn stamps all the sinks it pings with the same time.
             assert len({sink.pinged_at for sink in sinks}) > 1
-            assert len({hash(sink) % HEARTBEAT_SLICES for sink in sinks}) > 1
+            assert len({heartbeat_slice(sink) for sink in sinks}) > 1
             for ws in sockets:
                 await ws.close()
         await wait_for(lambda: not gw.context.sessions, what="the streams to end")

@@ -103,6 +103,7 @@ class Stream:
 
     __slots__ = (
         "_beat_mark",
+        "_beat_sent",
         "_done",
         "_expiry",
         "_first",
@@ -165,6 +166,8 @@ class Stream:
         """Bytes handed to the socket after the headers (the access log's figure)."""
         self._beat_mark = 0
         """``sent`` when the heartbeat loop last came by."""
+        self._beat_sent = False
+        """Whether it left a heartbeat then."""
         limit_unacked(transport, 2 * max(settings.heartbeat, settings.write_timeout))
         if ctx.access_log is not None:
             ctx.access_log.opened(self, request)
@@ -172,13 +175,17 @@ class Stream:
     # -- what each transport says ----------------------------------------------------------
 
     def beat(self, now: float) -> None:
-        """Called by the heartbeat loop once per ``--heartbeat`` interval: a
-        heartbeat if nothing was written since the last call. Bytes that flow
-        keep a connection open through proxies as well as a heartbeat does, and
-        a heartbeat on a busy stream costs a write; a peer that vanished while
+        """Called by the heartbeat loop twice per ``--heartbeat`` interval: a
+        heartbeat if nothing was written since the last call and none was left
+        then. So an idle stream gets one per interval, a busy one none, and no
+        stream goes a whole interval without a byte. Bytes that flow keep a
+        connection open through proxies as well as a heartbeat does, and a
+        heartbeat on a busy stream costs a write; a peer that vanished while
         they flow leaves them unacknowledged (:func:`limit_unacked`)."""
-        if self.sent == self._beat_mark:
+        due = self.sent == self._beat_mark and not self._beat_sent
+        if due:
             self.heartbeat(now)
+        self._beat_sent = due
         self._beat_mark = self.sent
 
     def heartbeat(self, now: float) -> None:

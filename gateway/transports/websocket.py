@@ -81,12 +81,15 @@ class WSStream(Stream):
         self._reading = False
 
     def beat(self, now: float) -> None:
-        """A client that has not answered the last ping is dead, busy stream or
-        not; an idle stream then gets a new ping."""
+        """A client that has not answered a ping within an interval is dead,
+        busy stream or not; an idle stream then gets a new ping."""
         if self.closed:
             return
-        if self.pinged_at and self.last_pong < self.pinged_at:
-            self.close(errors.HEARTBEAT_TIMEOUT)
+        pinged = self.pinged_at
+        if pinged and self.last_pong < pinged:
+            # Visits come every half interval: the one a whole interval after the ping.
+            if now - pinged > 0.75 * self.ctx.settings.heartbeat:
+                self.close(errors.HEARTBEAT_TIMEOUT)
             return
         super().beat(now)
 
