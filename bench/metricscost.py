@@ -38,6 +38,9 @@ class NullSink:
 
     transport_name = "ws"
     closed = False
+    shared_wire: Wire | None = Wire.of(Format.WS, False)
+
+    def write(self, data: bytes) -> None: ...
 
     def write_batch(self, batch: Batch) -> None:
         batch.wire(Wire.of(Format.WS, False))

@@ -58,9 +58,10 @@ class Batch:
         self.messages = messages
         self.last_key = messages[-1].key
         self.size = sum(len(m.json) for m in messages)
-        self.wires: dict[Wire, bytes] = {}
-        """The bytes per wire made so far: a stream reads it before calling
-        :meth:`wire` (a lookup is cheaper than a call, and nearly always hits)."""
+        self.wires: dict[Wire | None, bytes] = {}
+        """The bytes per wire made so far: the sweep reads it before calling a
+        sink (a lookup is cheaper than a call, and nearly always hits). Never a
+        None key: a sink with no shared wire misses."""
         self._framed = framed
         """Each message already framed for a format (a topic's log keeps them,
         so that a message is framed once however many batches carry it)."""
@@ -85,8 +86,15 @@ class Sink(Protocol):
 
     closed: bool
 
+    shared_wire: Wire | None
+    """The wire whose bytes of a batch this sink takes as they are, with
+    :meth:`write` (the sweep's fast path); None while it needs bytes of its own."""
+
+    def write(self, data: bytes) -> None:
+        """Write a batch's bytes for ``shared_wire``."""
+
     def write_batch(self, batch: Batch) -> None:
-        """Write the shared bytes of a batch (fast path)."""
+        """Write a batch, framed for this sink if need be."""
 
     def write_messages(self, messages: Sequence[Message]) -> None:
         """Frame and write messages for this sink alone (replay, slices)."""
@@ -132,6 +140,11 @@ class Subscriber:
         """What arrived during the replay; no list at all once live or never needed."""
         self.backlog_bytes = 0
         self.max_backlog_bytes = max_backlog_bytes
+
+    @property
+    def live(self) -> bool:
+        """Past its replay: the sweeps write to it."""
+        return self.state == _LIVE
 
     def deliver(self, fan: _Fanout) -> None:
         """Called by a sweep: hand over what the topic's log holds past this
@@ -364,21 +377,39 @@ class Hub:
         walk = sweep.walk
         position = sweep.position
         batches = fan.batches  # the same dict for the whole step (cleared, never replaced)
+        seen: Key | None = None  # the last cursor looked up, its batch, and its bytes
+        batch = None
+        wires: dict[Wire | None, bytes] = {}
         while position < len(walk):
             end = position + SWEEP_SLICE
             for sub in walk[position:end]:
                 try:
-                    if sub.state == _LIVE and sub.remaining is None and not sub.sink.closed:
+                    if sub.state == _LIVE and sub.remaining is None:
                         # Subscriber.deliver's usual case, here: a call is about a
-                        # tenth of a delivery's instructions. The batch cache is read
-                        # without after() too: nearly every lookup hits.
-                        try:
-                            batch = batches[sub.cursor]
-                        except KeyError:
-                            batch = fan.after(sub.cursor)
+                        # tenth of a delivery's instructions. Nearly every live
+                        # subscriber holds the same cursor (the one key object the
+                        # last sweep left), so it is looked up once (a tuple's hash
+                        # is computed anew each time), and without after(). A closed
+                        # sink is not asked about: its write() drops the bytes.
+                        cursor = sub.cursor
+                        if cursor is not seen:
+                            try:
+                                batch = batches[cursor]
+                            except KeyError:
+                                batch = fan.after(cursor)
+                            if batch is not None:
+                                wires = batch.wires
+                            seen = cursor
                         if batch is not None:
                             sub.cursor = batch.last_key
-                            sub.sink.write_batch(batch)
+                            # The bytes its wire shares, when framed already: written
+                            # here, a call less than write_batch.
+                            sink = sub.sink
+                            data = wires.get(sink.shared_wire)
+                            if data is not None:
+                                sink.write(data)
+                            else:
+                                sink.write_batch(batch)
                     else:
                         sub.deliver(fan)
                 except Exception:  # one broken subscriber must not stop the others

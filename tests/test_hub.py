@@ -20,7 +20,10 @@ from tests.helpers import wait_for
 
 
 class RecordingSink:
-    """Implements gateway.hub.Sink and records every call."""
+    """Implements gateway.hub.Sink and records every call (no shared wire: every
+    batch comes through write_batch)."""
+
+    shared_wire = None
 
     def __init__(self, transport_name: str = "sse", fmt: Format = Format.SSE) -> None:
         self.transport_name = transport_name

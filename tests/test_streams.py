@@ -233,6 +233,51 @@ async def test_heartbeat_visits_leave_one_heartbeat_per_idle_interval() -> None:
         assert gw.context.disconnects.get("heartbeat_timeout", 0) == 1
 
 
+async def test_every_stream_gets_its_own_first_bytes_from_a_shared_batch() -> None:
+    """An SSE stream and a JSON array take a first message; then three more of
+    each come, and a second message: the sweep has the first two write the
+    shared bytes, and each newcomer still gets first bytes of its own (the
+    ``retry:`` field; no separator before the array's first item)."""
+    async with start_gateway(topics=("news",)) as gw:
+        async with aiohttp.ClientSession() as s:
+
+            async def open_live(n: int) -> tuple[list[Any], list[Any]]:
+                total = len(gw.context.sessions) + 2 * n
+                sse = [await s.get(f"{gw.url}/sse/news") for _ in range(n)]
+                arrays = [await s.get(f"{gw.url}/chunked/news?format=json") for _ in range(n)]
+                await wait_for(
+                    lambda: (
+                        len(gw.context.sessions) == total
+                        and all(st.sub is not None and st.sub.live for st in gw.context.sessions)
+                    ),
+                    what=f"{total} live streams",
+                )
+                return sse, arrays
+
+            async def read_to(resp: Any, last: str) -> bytes:
+                body = b""
+                while last.encode() not in body:
+                    body += await resp.content.read(4096)
+                return body
+
+            old_sse, old_arrays = await open_live(1)
+            first = await gw.publish("news", 0)
+            sse, arrays = await open_live(3)
+            second = await gw.publish("news", 1)
+            retry = f"retry: {gw.settings.retry_ms}\n".encode()
+            both = [first, second]
+            async with asyncio.timeout(TIMEOUT):
+                for resp, ids in ((old_sse[0], both), *((r, [second]) for r in sse)):
+                    body = await read_to(resp, f"id: {second}")
+                    assert body.startswith(retry + f"id: {ids[0]}\n".encode())
+                    assert body.count(b"retry:") == 1
+                for resp, ids in ((old_arrays[0], both), *((r, [second]) for r in arrays)):
+                    body = await read_to(resp, second)
+                    assert [item["id"] for item in orjson.loads(body + b"]")] == ids
+            for resp in (*old_sse, *sse, *old_arrays, *arrays):
+                resp.close()
+
+
 async def test_websocket_pings_are_spread_over_the_interval() -> None:
     """The heartbeat loop pings one slice of the connections per turn, not all at
     once; every WebSocket still gets a ping each interval and, answering, stays."""

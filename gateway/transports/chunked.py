@@ -45,7 +45,7 @@ class ChunkedStream(HttpStream):
         self.fmt = fmt
         if fmt is Format.JSON_ARRAY:
             self.write_raw(JSON_OPEN)
-            self._first = JSON_FIRST_STRIP
+            self.first_bytes(JSON_FIRST_STRIP)
 
     @classmethod
     def format_of(cls, request: web.Request) -> Format:
@@ -66,7 +66,7 @@ class ChunkedStream(HttpStream):
             return super().final_bytes(reason, last_id)
         if reason.reconnect:  # a goodbye item, then the array's end
             return super().final_bytes(reason, last_id) + JSON_CLOSE
-        self._first = None  # the array's end is its own "end" event, with no separator
+        self.first_bytes(None)  # the array's end is its own "end" event, with no separator
         return JSON_CLOSE
 
 

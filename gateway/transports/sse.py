@@ -86,7 +86,7 @@ class SSEStream(HttpStream):
         fmt: Format = Format.SSE,
     ) -> None:
         super().__init__(request, response, ctx, fmt)
-        self._first = sse_retry_field(ctx.settings.retry_ms)
+        self.first_bytes(sse_retry_field(ctx.settings.retry_ms))
 
     @classmethod
     def new_response(cls, fmt: Format, *, head: bool) -> web.StreamResponse:

@@ -120,6 +120,7 @@ class Stream:
         "reason",
         "response",
         "sent",
+        "shared_wire",
         "sub",
         "transport",
         "wire",
@@ -142,6 +143,9 @@ class Stream:
         self.write_timeout = settings.write_timeout
         self.wire = wire
         """The format and chunking of this stream's bytes: their key in a batch."""
+        self.shared_wire: Wire | None = wire
+        """``wire`` once the stream's first bytes are out, None before: the sweep
+        writes a batch's bytes for it as they are (:meth:`write`) only then."""
         self.http_chunked = wire.http_chunked
         self.closed = False
         self.closed_at = 0.0
@@ -157,11 +161,8 @@ class Stream:
         """The task running a per-connection generator."""
         self.last_id: str | None = None
         """The last per-connection item written (shared topics: the subscriber's cursor)."""
-        # The first write of a stream may differ from what everyone shares: a
-        # JSON array's first item goes out without its leading separator (an
-        # int: the bytes to strip), an SSE stream's first event carries the
-        # retry: field (bytes: a prefix). Set by subclasses; one slot for both.
         self._first: int | bytes | None = None
+        """How the first bytes differ from what everyone shares (:meth:`first_bytes`)."""
         self.sent = 0
         """Bytes handed to the socket after the headers (the access log's figure)."""
         self._beat_mark = 0
@@ -204,12 +205,10 @@ class Stream:
     # -- writing ---------------------------------------------------------------------------
 
     def write_batch(self, batch: Batch) -> None:
-        """The hot path, once per subscriber and sweep: the batch's shared bytes
-        (read from its cache here: a lookup is cheaper than a call, and nearly
-        always hits)."""
+        """A batch the sweep has no bytes for yet (it frames them here, once for
+        every stream of this wire), or the stream's first bytes."""
         if self._first is None:
-            data = batch.wires.get(self.wire)
-            self._write(data if data is not None else batch.wire(self.wire))
+            self.write(batch.wire(self.wire))
         else:
             self.write_body(batch.wire(Wire.of(self.fmt, False)))
 
@@ -219,11 +218,20 @@ class Stream:
     def write_control(self, type: str, obj_json: bytes) -> None:
         self.write_body(encode_control(self.fmt, type, obj_json))
 
+    def first_bytes(self, first: int | bytes | None) -> None:
+        """Make the next body written differ from what everyone shares: a JSON
+        array's first item goes out without its leading separator (an int: the
+        bytes to strip), an SSE stream's first event carries the ``retry:``
+        field (bytes: a prefix). Until then the sweep leaves the framing to
+        :meth:`write_batch`."""
+        self._first = first
+        self.shared_wire = None if first is not None else self.wire
+
     def _first_write(self, body: bytes) -> bytes:
         first = self._first
         if first is None:
             return body
-        self._first = None
+        self.first_bytes(None)
         return body[first:] if isinstance(first, int) else first + body
 
     def write_body(self, body: bytes) -> None:
@@ -231,14 +239,15 @@ class Stream:
         if self._first is not None:
             body = self._first_write(body)
         if body:
-            self._write(http_chunk(body) if self.http_chunked else body)
+            self.write(http_chunk(body) if self.http_chunked else body)
 
     def write_raw(self, body: bytes) -> None:
         """Write bytes that are not messages: heartbeats, the JSON array's ``[``,
         WebSocket pongs. Never stripped or prefixed, but bounded like the rest."""
-        self._write(http_chunk(body) if self.http_chunked else body)
+        self.write(http_chunk(body) if self.http_chunked else body)
 
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
+        """Bytes as they go on the wire, counted and bounded (``--max-queue-bytes``)."""
         if self.closed:
             return
         transport = self.transport
