@@ -34,7 +34,7 @@ from .run import (
     measure_slow_reader,
     run_matrix,
 )
-from .servers import KINDS, PEERS, gateway_kind
+from .servers import KINDS, PEERS, ServerKind, gateway_kind
 
 QUICK_FLOORS = {"single": 1.5, "burst": 4.0}
 """Quick mode fails below these ratios (streamgate / baseline deliveries per second).
@@ -247,26 +247,27 @@ def _publish_rows(args: argparse.Namespace, cfg: Config, peers: list[str]) -> li
 
 
 def _memory_rows(args: argparse.Namespace, cfg: Config, peers: list[str]) -> list[dict[str, Any]]:
-    _log("idle connections: server RSS")
+    _log("idle connections: server RSS" + (", browser headers" if args.browser_headers else ""))
     rows = []
+    first = cfg.memory_steps[:2]
+
+    def memory(kind: ServerKind, t: str, steps: tuple[int, ...] = first) -> dict[str, Any]:
+        return measure_memory(kind, t, steps, _log, browser=args.browser_headers)
+
     for t in args.transports:
-        rows.append(
-            measure_memory(gateway_kind(0.0, repo=args.gateway_from), t, cfg.memory_steps, _log)
-        )
+        rows.append(memory(gateway_kind(0.0, repo=args.gateway_from), t, cfg.memory_steps))
         if args.asyncio:
-            other = gateway_kind(0.0, repo=args.gateway_from, loop="asyncio")
-            rows.append(measure_memory(other, t, cfg.memory_steps[:2], _log))
+            rows.append(memory(gateway_kind(0.0, repo=args.gateway_from, loop="asyncio"), t))
         for spec in args.compare:
             tag, _, path = spec.partition("=")
-            other = gateway_kind(0.0, repo=path, tag=tag)
-            rows.append(measure_memory(other, t, cfg.memory_steps[:2], _log))
+            rows.append(memory(gateway_kind(0.0, repo=path, tag=tag), t))
         if "baseline" in peers:
-            rows.append(measure_memory(KINDS["baseline"], t, cfg.memory_steps[:2], _log))
+            rows.append(memory(KINDS["baseline"], t))
         if "nchan" in peers:
             # RSS of nginx's one worker (the master holds no connection).
-            rows.append(measure_memory(KINDS["nchan"], t, cfg.memory_steps[:2], _log))
+            rows.append(memory(KINDS["nchan"], t))
     if "sse" in args.transports and "starlette" in peers:
-        rows.append(measure_memory(KINDS["starlette"], "sse", cfg.memory_steps[:2], _log))
+        rows.append(memory(KINDS["starlette"], "sse"))
     return rows
 
 
@@ -375,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="full mode: also measure the gateway on asyncio's own loop (--loop asyncio), "
         "to show what uvloop does",
+    )
+    parser.add_argument(
+        "--browser-headers",
+        action="store_true",
+        help="full mode: the idle-memory clients send the headers a browser sends (about "
+        "600 bytes, bench.load.browser_headers) instead of the fewest",
     )
     parser.add_argument(
         "--no-pin",

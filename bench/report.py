@@ -263,6 +263,8 @@ def memory_table(rows: list[Row]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in mem:
         label = r["label"] + (" — worker RSS" if r.get("rss_of") == "nginx worker" else "")
+        if r.get("request_headers") == "browser":
+            label += ", browser headers"
         cells = [label, r["transport"], f"{r['rss0_kib'] / 1024:.1f}"]
         by = {p["connections"]: p for p in r["points"]}
         for s in steps:

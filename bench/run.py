@@ -151,6 +151,7 @@ def start_subscribers(
     mode: str,
     lifetime: float,
     spin: float = 0.002,
+    browser: bool = False,
 ) -> Fleet:
     shares = _split(n, workers)
     fleet = Fleet(
@@ -161,7 +162,9 @@ def start_subscribers(
     )
     deadline = time.monotonic() + lifetime
     for i, conns in enumerate(shares):
-        cfg = load.SubConfig(port, transport, path, conns, mode=mode, deadline=deadline, spin=spin)
+        cfg = load.SubConfig(
+            port, transport, path, conns, mode=mode, deadline=deadline, spin=spin, browser=browser
+        )
         p = CTX.Process(
             target=load.subscriber_main,
             args=(cfg, fleet.counters, i, fleet.stop_event, fleet.results, fleet.ctrl),
@@ -667,14 +670,19 @@ def _fmt_latency(r: Row) -> str:
     )
 
 
-def measure_memory(kind: ServerKind, transport: str, steps: tuple[int, ...], log: Log) -> Row:
-    """Server RSS with idle streams open, step by step to ``steps[-1]`` connections."""
+def measure_memory(
+    kind: ServerKind, transport: str, steps: tuple[int, ...], log: Log, *, browser: bool = False
+) -> Row:
+    """Server RSS with idle streams open, step by step to ``steps[-1]`` connections
+    (their requests with a browser's headers if ``browser``, else the fewest)."""
     server = Server(kind).start()
     fleets: list[Fleet] = []
     path = _stream_path(transport)
     points: list[dict[str, Any]] = []
     try:
-        warm = start_subscribers(server.port, transport, path, 20, 1, mode="idle", lifetime=30)
+        warm = start_subscribers(
+            server.port, transport, path, 20, 1, mode="idle", lifetime=30, browser=browser
+        )
         wait_connected(warm, 20, 10.0)
         warm.stop()
         time.sleep(1.0)
@@ -690,6 +698,7 @@ def measure_memory(kind: ServerKind, transport: str, steps: tuple[int, ...], log
                 math.ceil(add / 2500),
                 mode="idle",
                 lifetime=240.0,
+                browser=browser,
             )
             fleets.append(fleet)
             wait_connected(fleet, add, 90.0)
@@ -710,6 +719,7 @@ def measure_memory(kind: ServerKind, transport: str, steps: tuple[int, ...], log
                 f"  memory  {kind.label:<24} {transport:<7} {target:>6} conns  "
                 f"held {held:>6}  RSS {rss / 1024:7.1f} MiB  "
                 f"{point['kib_per_connection']:.2f} KiB/conn"
+                + (" (browser headers)" if browser else "")
             )
             if held < target:
                 break
@@ -723,6 +733,7 @@ def measure_memory(kind: ServerKind, transport: str, steps: tuple[int, ...], log
         "label": kind.label,
         "transport": transport,
         "rss_of": "nginx worker" if kind.rss_of == "workers" else "server process",
+        "request_headers": "browser" if browser else "fewest",
         "rss0_kib": rss0,
         "points": points,
     }

@@ -8,6 +8,7 @@ the same message JSON on the wire: compact, keys in the same order, the bench's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.client
 import json
 import os
@@ -162,6 +163,42 @@ async def test_bench_subscribers_count_every_delivery(transport: str) -> None:
             await wait_for(lambda: subs.total(load.C_DELIVERED) == 3 * 15, what="45 deliveries")
             await asyncio.sleep(0.1)
             assert subs.total(load.C_DELIVERED) == 45
+            assert subs.total(load.C_FAILED) == 0 and subs.total(load.C_CLOSED) == 0
+        finally:
+            subs.stop()
+
+
+@pytest.mark.parametrize("transport", ["chunked", "sse", "ws"])
+async def test_idle_subscribers_with_a_browsers_headers_hold_their_streams(transport: str) -> None:
+    """``--browser-headers``: the idle clients send what Chromium sends (the
+    WebSocket's ``Origin`` is the server's own, which the gateway takes), and
+    every one of them holds a live stream, so the memory measured is theirs."""
+    from bench import load
+    from bench.run import start_subscribers
+    from tests.helpers import wait_for
+
+    async with start_gateway(topics=("bench",)) as gw:
+        cfg = load.SubConfig(gw.port, transport, f"/{transport}/bench", 1, browser=True)
+        head = load.request_bytes(cfg)
+        assert b"\r\nUser-Agent: Mozilla/5.0" in head and b"\r\nCookie: " in head
+        fewest = load.request_bytes(dataclasses.replace(cfg, browser=False))
+        assert len(head) > len(fewest) + 500
+        subs = start_subscribers(
+            gw.port,
+            transport,
+            f"/{transport}/bench",
+            3,
+            1,
+            mode="idle",
+            lifetime=TIMEOUT * 3,
+            browser=True,
+        )
+        try:
+            await wait_for(lambda: subs.total(load.C_CONNECTED) == 3, what="3 subscribers")
+            await wait_for(
+                lambda: sum(gw.context.hub.subscriber_counts("bench").values()) == 3,
+                what="3 subscriptions",
+            )
             assert subs.total(load.C_FAILED) == 0 and subs.total(load.C_CLOSED) == 0
         finally:
             subs.stop()
