@@ -112,7 +112,6 @@ class Stream:
         "closed",
         "closed_at",
         "ctx",
-        "http_chunked",
         "last_id",
         "loop",
         "max_queue_bytes",
@@ -146,7 +145,6 @@ class Stream:
         self.shared_wire: Wire | None = wire
         """``wire`` once the stream's first bytes are out, None before: the sweep
         writes a batch's bytes for it as they are (:meth:`write`) only then."""
-        self.http_chunked = wire.http_chunked
         self.closed = False
         self.closed_at = 0.0
         self.reason: Disconnect | None = None
@@ -239,12 +237,17 @@ class Stream:
         if self._first is not None:
             body = self._first_write(body)
         if body:
-            self.write(http_chunk(body) if self.http_chunked else body)
+            self.write(self._on_wire(body))
 
     def write_raw(self, body: bytes) -> None:
         """Write bytes that are not messages: heartbeats, the JSON array's ``[``,
         WebSocket pongs. Never stripped or prefixed, but bounded like the rest."""
-        self.write(http_chunk(body) if self.http_chunked else body)
+        self.write(self._on_wire(body))
+
+    def _on_wire(self, body: bytes) -> bytes:
+        """Format-framed bytes as they go out: inside an HTTP chunk if the
+        response is chunked."""
+        return http_chunk(body) if self.wire.http_chunked else body
 
     def write(self, data: bytes) -> None:
         """Bytes as they go on the wire, counted and bounded (``--max-queue-bytes``)."""
@@ -360,7 +363,7 @@ class Stream:
                 if reason is not errors.CLIENT_GONE and not transport.is_closing():
                     body = self._first_write(self.final_bytes(reason, last_id))
                     if body:
-                        data = http_chunk(body) if self.http_chunked else body
+                        data = self._on_wire(body)
                         transport.write(data)
                         self.sent += len(data)
                     await self.terminate(reason)
