@@ -22,10 +22,12 @@ The contract, item by item:
 5. ``RequestHandler`` has no instance ``__dict__`` and a ``handle_error``
    method; a subclass that adds no slots can take an instance's class, which is
    how every error aiohttp answers itself (a malformed request) becomes JSON.
-6. ``WebSocketResponse._writer`` and the writer's ``get_random_bits`` and
-   ``_background_tasks``: per-connection objects a server without compression
-   never uses (masking is client-side, compression is off); one shared object
-   of each serves every connection.
+6. ``RequestHandler._message_tail``: the bytes a client sent after a request
+   that asks for an upgrade (aiohttp's parser stops there). And
+   ``RequestHandler.connection_lost(None)`` lets go of a connection without
+   closing it: the handler forgets its transport, leaves the server's
+   connections, and its task (cancelled, with ``handler_cancellation``) ends,
+   taking the request and the parser with it.
 7. aiohttp-sse's ``EventSourceResponse``: ``_allow_all_methods``, ``_req`` and,
    from 3.0, ``_set_tcp_user_timeout``; the gateway's SSE response replaces its
    ``prepare`` to start no ping task.
@@ -39,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -55,10 +56,10 @@ __all__ = [
     "http_chunked",
     "let_go_of_keepalive_timer",
     "open_connections",
-    "share_ws_writer_state",
     "sse_allows_method",
     "sse_request_transport",
     "sse_set_tcp_user_timeout",
+    "take_over",
 ]
 
 
@@ -174,22 +175,33 @@ def adopt_request_handler(handler: asyncio.BaseProtocol, hook: ErrorHook) -> Non
         handler.__class__ = _handler_class(hook)
 
 
-# -- 6. WebSocket writer -------------------------------------------------------------------------
-
-_SHARED_WS_WRITER_STATE: tuple[tuple[str, object], ...] = (
-    ("get_random_bits", functools.partial(random.getrandbits, 32)),
-    ("_background_tasks", set()),
-)
+# -- 6. taking a connection over ---------------------------------------------------------------
 
 
-def share_ws_writer_state(ws: web.WebSocketResponse) -> None:
-    """One masking partial and one compression-task set for every WebSocket
-    (about 0.45 KiB less per idle connection); aiohttp would still work if it
-    ever used them."""
-    writer = getattr(ws, "_writer", None)
-    for name, shared in _SHARED_WS_WRITER_STATE:
-        if hasattr(writer, name):
-            setattr(writer, name, shared)
+def take_over(request: web.BaseRequest, protocol: asyncio.Protocol) -> bytes:
+    """Give the connection of ``request`` to ``protocol`` for good, once the
+    response head (a 101) is on the wire; returns the bytes the client sent
+    after its request, for ``protocol`` to read.
+
+    aiohttp's handler forgets the connection as if the client had gone, but
+    the transport stays open: the request, its parsed headers, the parser and
+    the task that ran the handler all end, which is what keeps an idle
+    WebSocket small. The calling handler must not await again (aiohttp may
+    cancel it) and must not return a response that writes (its writer has no
+    transport any more, so aiohttp's ``write_eof`` finds nothing to write to).
+    """
+    handler = request.protocol
+    transport = request.transport
+    if not isinstance(handler, RequestHandler) or transport is None:
+        raise ConnectionResetError("the connection is gone")
+    tail = handler._message_tail
+    handler._message_tail = b""
+    transport.set_protocol(protocol)
+    handler.transport = None  # else its force_close() would close the transport
+    handler.connection_lost(None)
+    if not transport.is_reading():  # paused by aiohttp for a long tail
+        transport.resume_reading()
+    return tail
 
 
 # -- 7. aiohttp-sse ---------------------------------------------------------------------------

@@ -200,6 +200,8 @@ class ConnectionGate:
         self.max_connections = max_connections
         self.lingering = 0
         """Refused connections waiting for the client to read its 503."""
+        self.taken_over = 0
+        """Open connections the gateway took over from aiohttp (WebSocket sessions)."""
         self.refused = Tally(f"refusing connections: --max-connections ({max_connections}) reached")
         self.malformed = Tally("malformed requests answered with 400")
         self._refusal = _refusal_response(max_connections)
@@ -207,7 +209,7 @@ class ConnectionGate:
 
     def wrap(self, server: web.Server) -> Callable[[], asyncio.BaseProtocol]:
         def factory() -> asyncio.BaseProtocol:
-            if aiohttp_compat.open_connections(server) >= self.max_connections:
+            if aiohttp_compat.open_connections(server) + self.taken_over >= self.max_connections:
                 self.refused.add()
                 return _Refusal(self._refusal, self)
             handler = server()

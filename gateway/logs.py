@@ -161,7 +161,7 @@ class AccessLog:
                 "remote": remote,
                 "method": method,
                 "path": path,
-                "status": stream.response.status,
+                "status": stream.status,
                 "transport": stream.transport_name,
                 "topic": topic,
                 "duration_s": round(time.monotonic() - started, 6),

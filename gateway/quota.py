@@ -190,12 +190,13 @@ class Quota:
 
     # -- streams -------------------------------------------------------------------------------
 
-    def enter(self, request: web.BaseRequest) -> None:
-        """Count a new stream against its address; 429 past the limit. Every
-        stream that entered must :meth:`leave`, once."""
+    def enter(self, request: web.BaseRequest) -> str | None:
+        """Count a new stream against its address; 429 past the limit. Returns
+        the key every stream that entered must :meth:`leave` with, once (None
+        when there is no limit)."""
         limit = self.streams_per_address
         if not limit:
-            return
+            return None
         key = address_key(self.address(request))
         count = self._streams.get(key, 0)
         if count >= limit:
@@ -205,11 +206,11 @@ class Quota:
                 headers={"Retry-After": "1"},
             )
         self._streams[key] = count + 1
+        return key
 
-    def leave(self, request: web.BaseRequest) -> None:
-        if not self.streams_per_address:
+    def leave(self, key: str | None) -> None:
+        if key is None:
             return
-        key = address_key(self.address(request))
         count = self._streams.get(key, 0) - 1
         if count > 0:
             self._streams[key] = count

@@ -67,13 +67,40 @@ def test_5_request_handler_can_be_adopted() -> None:
     assert params == ["self", "request", "status", "exc", "message"]
 
 
-def test_6_websocket_writer_state() -> None:
-    from aiohttp._websocket.writer import WebSocketWriter
+def test_6_taking_a_connection_over() -> None:
+    assert "_message_tail" in RequestHandler.__slots__
+    lost = inspect.getsource(RequestHandler.connection_lost)
+    assert "self.force_close()" in lost  # which closes self.transport, unless it is None
+    assert "self.transport.close()" in inspect.getsource(RequestHandler.force_close)
+    assert "self._manager.connection_lost(self, exc)" in lost
+    assert "self._task_handler.cancel()" in lost
+    # An upgrade request's later bytes wait in the tail while no parser is set.
+    assert "self._message_tail += data" in inspect.getsource(RequestHandler.data_received)
 
-    source = inspect.getsource(WebSocketWriter.__init__)
-    assert "self.get_random_bits" in source
-    assert "self._background_tasks" in source
-    assert "self._writer" in inspect.getsource(web.WebSocketResponse.__init__)
+
+async def test_6_frames_sent_with_the_handshake_reach_the_stream() -> None:
+    """A client that sends a command in the same segment as its handshake (RFC 6455
+    says to wait for the 101; some do not): aiohttp keeps those bytes as the
+    tail, and the stream that takes the connection over reads them."""
+    async with start_gateway(topics=("news",)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            command = b'{"type":"ping","ref":7}'
+            frame = bytes([0x81, 0x80 | len(command)]) + b"\0\0\0\0" + command  # zero mask
+            writer.write(
+                b"GET /ws/news HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n" + frame
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            assert head.startswith(b"HTTP/1.1 101")
+            assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC's example
+            first, length = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+            assert first == 0x81
+            reply = await asyncio.wait_for(reader.readexactly(length), TIMEOUT)
+            assert orjson.loads(reply) == {"type": "pong", "ref": 7}
+        finally:
+            writer.close()
 
 
 def test_7_aiohttp_sse_internals() -> None:
@@ -124,7 +151,7 @@ async def test_8_a_stream_lets_go_of_the_keepalive_timer_and_a_kept_connection_g
 
 async def test_every_item_works_together_on_a_real_gateway() -> None:
     """The site, the connection count, the adopted handler (a malformed request
-    answered in JSON), chunked framing, the shared WS writer state and the SSE
+    answered in JSON), chunked framing, the connections taken over and the SSE
     response, over real sockets."""
     async with start_gateway(topics=("news",), max_connections=50) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -138,13 +165,11 @@ async def test_every_item_works_together_on_a_real_gateway() -> None:
             async with gw.session.ws_connect(f"{gw.ws_url}/ws/news") as ws2:
                 streams = list(gw.context.sessions)
                 assert len(streams) == 2
-                w1, w2 = (s.response._writer for s in streams)  # type: ignore[attr-defined]
-                assert w1 is not w2
-                assert w1.get_random_bits is w2.get_random_bits
-                assert w1._background_tasks is w2._background_tasks
+                for stream in streams:  # taken over: the stream is the protocol
+                    assert stream.transport.get_protocol() is stream
                 server = gw.running.runner.server
                 assert server is not None
-                assert aiohttp_compat.open_connections(server) == 2
+                assert aiohttp_compat.open_connections(server) == 0
                 await gw.publish("news", 1)
                 assert (await ws1.receive_json())["data"] == 1
                 assert (await ws2.receive_json())["data"] == 1

@@ -97,6 +97,23 @@ async def test_slow_and_silent_requests_are_closed_after_the_read_timeout() -> N
         assert [r for r in gw.sockets() if r[0] == "ESTAB"] == []
 
 
+async def test_websocket_sessions_count_against_max_connections() -> None:
+    """A WebSocket's connection leaves aiohttp's count once the stream takes it
+    over; the gate counts it still, until the session ends."""
+    async with start_gateway(max_connections=3, topics=("news",)) as gw:
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(3):
+                await stack.enter_async_context(websockets.connect(f"{gw.ws_url}/ws/news"))
+            await wait_for(lambda: len(gw.context.sessions) == 3, what="3 sessions")
+            conn = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=conn) as session:
+                async with session.get(f"{gw.url}/healthz") as resp:
+                    assert resp.status == 503
+        await wait_for(lambda: gw.context.gate is not None and gw.context.gate.taken_over == 0)
+        async with gw.session.get(f"{gw.url}/healthz") as resp:
+            assert resp.status == 200
+
+
 async def test_past_max_connections_http_gets_503_json_and_websocket_is_refused(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

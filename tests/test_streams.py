@@ -11,6 +11,7 @@ import orjson
 import pytest
 import websockets
 
+from gateway import aiohttp_compat
 from gateway.app import heartbeat_slice
 from tests import sample_sources
 from tests.helpers import TIMEOUT, start_gateway, wait_for
@@ -346,22 +347,31 @@ async def test_idle_sse_streams_get_heartbeats_from_the_one_loop_and_run_no_task
         await wait_for(lambda: not gw.context.sessions, what="the streams to end")
 
 
-async def test_idle_ws_streams_keep_no_future_and_share_the_writers_unused_state() -> None:
+async def test_idle_ws_streams_own_their_connections_and_keep_nothing_of_aiohttp() -> None:
+    """Once the 101 is out the stream is its connection's protocol: aiohttp's
+    handler, its task and the handshake request are gone (the bulk of an idle
+    WebSocket's memory), and the stream still gets messages and its close."""
     async with start_gateway(topics=("news",)) as gw, aiohttp.ClientSession() as s:
+        tasks_before = len(asyncio.all_tasks())
         async with s.ws_connect(f"{gw.ws_url}/ws/news") as a, s.ws_connect(f"{gw.ws_url}/ws/news"):
             await wait_for(lambda: gw.context.hub.subscriber_counts("news")["ws"] == 2)
             sinks: list[Any] = list(gw.context.sessions)
             for sink in sinks:
                 assert sink._done is None  # nothing waits on an idle WebSocket's end
-                assert not sink.response.headers  # sent, then released
-            first, second = (sink.response._writer for sink in sinks)
-            assert first.get_random_bits is second.get_random_bits
-            assert first._background_tasks is second._background_tasks
+                assert sink.transport.get_protocol() is sink
+                assert sink.request is None  # no access control: the handshake is let go
+            server = gw.running.runner.server
+            assert server is not None
+            await wait_for(lambda: aiohttp_compat.open_connections(server) == 0)
+            assert gw.context.gate is not None and gw.context.gate.taken_over == 2
+            # No task runs for an idle WebSocket (the client session's own aside).
+            await wait_for(lambda: len(asyncio.all_tasks()) <= tasks_before + 2)
             msg_id = await gw.publish("news", 1)
             msg = await a.receive(timeout=TIMEOUT)
             assert orjson.loads(msg.data)["id"] == msg_id
         await wait_for(lambda: not gw.context.sessions, what="the streams to end")
         assert gw.context.disconnects["client_gone"] == 2
+        await wait_for(lambda: gw.context.gate is not None and gw.context.gate.taken_over == 0)
 
 
 async def test_ws_publish_command_reaches_other_transports() -> None:

@@ -122,6 +122,46 @@ async def test_dropped_stuck_clients_leave_nothing_on_the_server(
     assert b"Traceback" not in gw.stderr, gw.stderr.decode()
 
 
+async def test_websockets_that_close_or_reset_leave_nothing_on_the_server() -> None:
+    """The gateway owns a WebSocket's connection after the 101: whether the
+    client closes it properly (close handshake), just shuts its socket (FIN)
+    or resets it (RST), the server's socket and descriptor go, and a close
+    handshake the server starts (DELETE of the topic) ends the same way."""
+    import websockets
+
+    async with spawn_gateway("--topic", "news", "--heartbeat", "600") as gw:
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            fds_before = gw.open_fds()
+            proper = [await websockets.connect(f"{gw.ws_url}/ws/news") for _ in range(5)]
+            raw = await stuck_clients(gw.port, "ws", 10)
+            ended = [await websockets.connect(f"{gw.ws_url}/ws/news") for _ in range(5)]
+            await wait_health(gw, session, lambda h: h["connections"] == 20, TIMEOUT * 2)
+            for ws in proper:
+                await ws.close()
+            for i, sock in enumerate(raw):
+                if i % 2:  # RST
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                sock.close()
+            await wait_health(gw, session, lambda h: h["connections"] == 5, TIMEOUT * 2)
+            async with session.delete(f"{gw.url}/topics/news") as r:
+                assert r.status in (200, 204), await r.text()
+            for ws in ended:
+                await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+                assert ws.close_code == 1000
+            health = await wait_health(gw, session, lambda h: h["connections"] == 0, TIMEOUT)
+            assert health["disconnects"] == {"client_gone": 15, "topic_deleted": 5}, health
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                held = [r for r in gw.sockets() if r[0] in ("ESTAB", "CLOSE-WAIT")]
+                if not held:
+                    break
+                assert time.monotonic() < deadline, f"server sockets still held: {held[:3]}"
+                await asyncio.sleep(0.1)
+            assert gw.open_fds() <= fds_before + 2
+    assert b"Traceback" not in gw.stderr, gw.stderr.decode()
+
+
 # -- a client that vanishes: no FIN, no RST, no more ACKs -------------------------------------
 
 SERVER_IP = "10.77.0.1"

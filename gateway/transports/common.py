@@ -184,14 +184,19 @@ class HttpStream(Stream):
     What differs between the two is said by the class (the format, the
     response, ``Last-Event-ID``); :func:`handle_http_stream` is the one handler."""
 
-    __slots__ = ()
+    __slots__ = ("response",)
     reads_last_event_id: ClassVar[bool] = False
     """Whether ``Last-Event-ID`` counts as ``since`` (SSE's reconnect header)."""
 
     def __init__(
         self, request: web.Request, response: web.StreamResponse, ctx: Context, fmt: Format
     ) -> None:
-        super().__init__(request, response, ctx, Wire.of(fmt, aiohttp_compat.http_chunked(request)))
+        super().__init__(request, ctx, Wire.of(fmt, aiohttp_compat.http_chunked(request)))
+        self.response = response
+
+    @property
+    def status(self) -> int:  # type: ignore[override]
+        return self.response.status
 
     @classmethod
     def format_of(cls, request: web.Request) -> Format:
@@ -228,8 +233,7 @@ async def handle_http_stream(cls: type[HttpStream], request: web.Request) -> web
     try:
         fmt = cls.format_of(request)
         req = await parse_stream_request(request, ctx, last_event_id=cls.reads_last_event_id)
-        if not head:
-            ctx.auth.quota.enter(request)  # 429 past --max-connections-per-ip
+        quota_key = None if head else ctx.auth.quota.enter(request)  # 429 past the per-IP limit
     except StreamgateError as exc:
         return error_response(exc)
     if head:
@@ -259,7 +263,7 @@ async def handle_http_stream(cls: type[HttpStream], request: web.Request) -> web
         await stream.finish()
         return resp
     finally:
-        ctx.auth.quota.leave(request)
+        ctx.auth.quota.leave(quota_key)
 
 
 # -- per-connection streams -----------------------------------------------------------------

@@ -40,7 +40,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
 
@@ -100,6 +100,8 @@ class Stream:
 
     transport_name: ClassVar[str]
     fmt: Format
+    status: int
+    """The response's status (the access log's figure)."""
 
     __slots__ = (
         "_beat_mark",
@@ -117,7 +119,6 @@ class Stream:
         "max_queue_bytes",
         "pump",
         "reason",
-        "response",
         "sent",
         "shared_wire",
         "sub",
@@ -126,15 +127,13 @@ class Stream:
         "write_timeout",
     )
 
-    def __init__(
-        self, request: web.Request, response: web.StreamResponse, ctx: Context, wire: Wire
-    ) -> None:
+    def __init__(self, request: web.Request, ctx: Context, wire: Wire) -> None:
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("client went away before the stream started")
         self.transport: asyncio.Transport = transport
-        self._protocol = request.protocol
-        self.response = response
+        self._protocol: Any = request.protocol
+        """The connection's protocol (its ``writing_paused`` says the socket is blocked)."""
         self.ctx = ctx
         self.loop = asyncio.get_running_loop()
         settings = ctx.settings
@@ -282,11 +281,15 @@ class Stream:
             return
         try:
             async with asyncio.timeout(self.write_timeout):
-                await aiohttp_compat.drain(self._protocol)
+                await self._wait_writable()
         except TimeoutError:
             self.close(errors.WRITE_TIMEOUT)
         except (ConnectionError, RuntimeError):
             self.close(errors.CLIENT_GONE)
+
+    async def _wait_writable(self) -> None:
+        """Wait until the paused transport resumes (no deadline of its own)."""
+        await aiohttp_compat.drain(self._protocol)
 
     @property
     def queued_bytes(self) -> int:

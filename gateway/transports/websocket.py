@@ -3,22 +3,28 @@
 The client may send JSON commands (``ping``, ``publish``); a bad one gets an
 ``error`` frame and the connection stays open. Message frames are written by
 the stream from bytes shared with every other WebSocket subscriber, pings by
-the gateway's heartbeat loop; aiohttp does the opening and closing handshakes.
+the gateway's heartbeat loop. aiohttp routes the handshake and writes the 101;
+from there the stream owns the connection, and websockets' sans-I/O protocol
+reads the client's frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiohttp.http import HttpVersion11
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.protocol import Protocol, Side, State
+from websockets.utils import accept_key
 
 from .. import aiohttp_compat, errors, jsonvalue
 from ..context import CONTEXT, Context
 from ..errors import BadRequest, Disconnect, Forbidden, StreamgateError, Unauthorized
-from ..framing import WS_PING, WS_PONG_OPCODE, Format, Wire, control_json, ws_frame
+from ..framing import WS_PING, Format, Wire, control_json
 from ..origins import ORIGINS
 from ..responses import error_response
 from .common import OpenStream, StreamRequest, begin, open_stream, parse_stream_request
@@ -58,27 +64,187 @@ class _PublishBudget:
         return False
 
 
-class WSStream(Stream):
-    """A WebSocket stream and its session: the subscription or the generator's
-    pump, the commands the client sends, and the ending.
+class WSStream(Stream, asyncio.Protocol):
+    """A WebSocket session, from the moment its 101 is on the wire: the
+    subscription or the generator's pump, the commands the client sends, and
+    the ending.
 
-    The handler's task reads the client's frames for the whole session; nothing
-    else runs for an idle WebSocket on a shared topic. When the server ends the
-    stream, the ending (final frame, close handshake, deadline) runs in a task
-    of its own, which the close handshake lets the reader see.
+    The stream is the connection's protocol: :func:`handle_ws` takes the
+    connection over from aiohttp once the handshake is answered, so aiohttp's
+    request, parser and handler task end there, and nothing runs for an idle
+    WebSocket on a shared topic. websockets' sans-I/O ``Protocol`` reads the
+    client's frames (RFC 6455: masking, fragments, control frames, the close
+    handshake, the size bound); the gateway writes its own frames, shared with
+    every other WebSocket subscriber.
     """
 
     transport_name = "ws"
     fmt = Format.WS
-    __slots__ = ("_budget", "_reading", "closer", "last_pong", "pinged_at")
+    status = 101
+    __slots__ = (
+        "_budget",
+        "_closing",
+        "_commander",
+        "_commands",
+        "_fragments",
+        "_gate",
+        "_held",
+        "_quota_key",
+        "_started",
+        "_task",
+        "_writable",
+        "last_pong",
+        "pinged_at",
+        "req",
+        "request",
+        "websocket",
+        "writing_paused",
+    )
 
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse, ctx: Context) -> None:
-        super().__init__(request, ws, ctx, WS_WIRE)
+    def __init__(
+        self, request: web.Request, ctx: Context, req: StreamRequest, quota_key: str | None
+    ) -> None:
+        super().__init__(request, ctx, WS_WIRE)
+        self.req = req
+        auth = ctx.auth
+        self.request: web.Request | None = request if auth.enabled or auth.quota.rate else None
+        """The handshake, for each ``publish`` command's check; kept only when
+        access control or ``--publish-rate`` needs it."""
+        self._quota_key = quota_key
+        self.websocket = Protocol(
+            Side.SERVER, max_size=ctx.settings.max_message_bytes + FRAME_OVERHEAD, logger=log
+        )
+        self.writing_paused = False
         self.pinged_at = 0.0
         self.last_pong = 0.0
-        self.closer: asyncio.Task[None] | None = None
+        self._started = False
+        self._task: asyncio.Task[None] | None = None
+        """The session's start, then its ending."""
+        self._commands: deque[str] | None = None
+        """Commands waiting for the one running (a publish awaits the broker)."""
+        self._commander: asyncio.Task[None] | None = None
+        self._held: list[bytes] | None = None
+        """What websockets has to send, waiting for the commands before it to be answered."""
+        self._fragments: list[bytes] | None = None
+        """The frames so far of a fragmented text message (``[]`` for a binary one)."""
         self._budget: _PublishBudget | None = None
-        self._reading = False
+        self._writable: asyncio.Future[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
+        self._gate = ctx.gate
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def start(self, request: web.Request, opened: OpenStream | None) -> None:
+        """Take the connection over from aiohttp (the 101 is out) and start
+        the session in a task of its own. The handler must return at once."""
+        paused = self._protocol.writing_paused
+        tail = aiohttp_compat.take_over(request, self)
+        self._protocol = self
+        self.writing_paused = paused
+        if self._gate is not None:
+            self._gate.taken_over += 1
+        # The client's frames wait in the kernel until the subscription is made.
+        self.transport.pause_reading()
+        self._task = asyncio.ensure_future(self._begin(opened, tail))
+
+    async def _begin(self, opened: OpenStream | None, tail: bytes) -> None:
+        try:
+            await begin(self, self.req, opened)
+        except Exception:
+            log.exception("stream of %r failed", self.req.topic)
+            self.close(errors.INTERNAL_ERROR)
+        self._started = True
+        self._task = None
+        if not self.transport.is_closing():
+            self.transport.resume_reading()  # the close handshake needs the reply too
+        if tail and not self.closed:  # frames sent before the 101 (RFC 6455: wait for it)
+            self.data_received(tail)
+        if self.closed:
+            self._start_ending()
+
+    def data_received(self, data: bytes) -> None:
+        websocket = self.websocket
+        websocket.receive_data(data)
+        for frame in websocket.events_received():
+            self._on_frame(frame)  # type: ignore[arg-type]  # frames, once open
+        self._send_pending()
+
+    def eof_received(self) -> bool:
+        self.websocket.receive_eof()
+        self._send_pending()
+        return False  # asyncio closes the transport
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.close(errors.CLIENT_GONE)
+        self.writing_paused = False
+        for waiter in (self._writable, self._closing):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        if self._started:
+            self._start_ending()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        waiter = self._writable
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_writable(self) -> None:
+        if self.writing_paused and not self.transport.is_closing():
+            waiter = self._writable = self.loop.create_future()
+            await waiter
+
+    def _on_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.PONG:
+            self.last_pong = self.loop.time()
+        elif opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            fragments = self._fragments
+            if opcode is not Opcode.CONT:  # websockets checked the order of fragments
+                fragments = self._fragments = [] if opcode is Opcode.BINARY else [bytes(frame.data)]
+            elif fragments:  # a text message's continuation
+                fragments.append(bytes(frame.data))
+            if frame.fin:
+                self._fragments = None
+                if fragments:
+                    self._on_text(fragments[0] if len(fragments) == 1 else b"".join(fragments))
+                else:
+                    self._reply(
+                        None,
+                        "error",
+                        code="binary_not_supported",
+                        message="send commands as JSON text frames",
+                    )
+        # PING: websockets queued the pong; CLOSE: the echo and the end of the stream.
+
+    def _send_pending(self) -> None:
+        """Write what websockets has to send: pongs, the echo of the client's
+        close frame, a close frame of its own for a client that broke the
+        protocol; its end of the stream ends the session. While the client's
+        commands are answered these wait, so that they follow the answers."""
+        pending = self.websocket.data_to_send()
+        held = self._held
+        if held is not None and not self.closed:
+            held += pending
+        else:
+            self._write_protocol(pending)
+
+    def _write_protocol(self, pending: list[bytes]) -> None:
+        for data in pending:
+            if data:
+                # Bounded like every byte of the stream (a client that pings without
+                # reading cannot grow its queue); dropped once the stream has ended.
+                self.write(data)
+            else:  # the connection is to be closed: the close handshake is done
+                closing = self._closing
+                if closing is not None and not closing.done():
+                    closing.set_result(None)
+                self.close(errors.CLIENT_GONE)  # no-op when the server ended it
+
+    # -- heartbeats and the ending -------------------------------------------------------------
 
     def beat(self, now: float) -> None:
         """A client that has not answered a ping within an interval is dead,
@@ -101,72 +267,88 @@ class WSStream(Stream):
         if self.closed:
             return
         super().close(reason)
-        if reason is not errors.CLIENT_GONE and self._reading:
+        if self._started:
             # Not from inside the hub's sweep that may have called this.
             self.loop.call_soon(self._start_ending)
 
     def _start_ending(self) -> None:
-        if self.closer is None:
-            self.closer = asyncio.ensure_future(self.finish())
+        if self._task is None:  # once, and not before the session has started
+            self._task = asyncio.ensure_future(self.finish())
 
     async def terminate(self, reason: Disconnect) -> None:
-        ws = self.response
-        assert isinstance(ws, web.WebSocketResponse)
-        await ws.close(code=reason.ws_code, message=reason.reason.encode())
+        """The close handshake: the server's close frame, then the client's."""
+        websocket = self.websocket
+        if websocket.state is not State.OPEN:
+            return
+        self._closing = self.loop.create_future()
+        websocket.send_close(reason.ws_code, reason.reason)
+        transport = self.transport
+        for data in websocket.data_to_send():  # the close frame
+            transport.write(data)
+            self.sent += len(data)
+        if not transport.is_reading():  # the client's commands are being answered
+            transport.resume_reading()
+        await self._closing
 
-    async def serve(
-        self, request: web.Request, req: StreamRequest, opened: OpenStream | None
-    ) -> None:
-        """The session: ``request`` is the handshake, whose credentials each
-        ``publish`` command is checked with."""
-        ws = self.response
-        assert isinstance(ws, web.WebSocketResponse)
+    async def finish(self) -> None:
+        """The ending (:meth:`Stream.finish`), then the connection's: the
+        gateway owns it."""
         try:
-            try:
-                await begin(self, req, opened)
-            except Exception:
-                log.exception("stream of %r failed", req.topic)
-                self.close(errors.INTERNAL_ERROR)
-            # The close handshake needs this task in receive() to see the reply:
-            # an ending decided before the reads start begins now.
-            self._reading = True
-            if self.closed:
-                self._start_ending()
-            while True:
-                msg = await ws.receive()
-                kind = msg.type
-                if kind is WSMsgType.TEXT:
-                    await self._on_command(request, req, msg.data)
-                    await asyncio.sleep(0)  # one client's flood of commands starves no one
-                elif kind is WSMsgType.PONG:
-                    self.last_pong = self.loop.time()
-                elif kind is WSMsgType.PING:
-                    # RFC 6455 section 5.5.3. Through the stream, so that a client that
-                    # pings without reading cannot grow its queue past the bound.
-                    self.write_raw(ws_frame(msg.data, WS_PONG_OPCODE))
-                elif kind is WSMsgType.BINARY:
-                    self._reply(
-                        None,
-                        "error",
-                        code="binary_not_supported",
-                        message="send commands as JSON text frames",
-                    )
-                else:  # CLOSE, CLOSING (the server's close handshake), CLOSED, ERROR
-                    break
+            await super().finish()
         finally:
-            self.close(errors.CLIENT_GONE)  # no-op when the server ended the stream
-            if self.closer is None:
-                self.closer = asyncio.ensure_future(self.finish())
-            await asyncio.shield(self.closer)
+            self.transport.close()  # after a reset: nothing left to do
+            self.request = None
+            if self._gate is not None:
+                self._gate.taken_over -= 1
+                self._gate = None
+            if self._quota_key is not None:
+                self.ctx.auth.quota.leave(self._quota_key)
+                self._quota_key = None
 
     # -- commands ------------------------------------------------------------------------------
+
+    def _on_text(self, data: bytes) -> None:
+        if self.closed:  # the server ended the session: no more commands
+            return
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as exc:  # RFC 6455 section 8.1
+            self.websocket.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+            return
+        commands = self._commands
+        if commands is None:
+            # One at a time, in order, each answered before what follows it goes
+            # out; the client's next frames wait in the kernel meanwhile.
+            commands = self._commands = deque()
+            self._held = []
+            self.transport.pause_reading()
+            self._commander = asyncio.ensure_future(self._run_commands(commands))
+        commands.append(text)
+
+    async def _run_commands(self, commands: deque[str]) -> None:
+        """The client's commands (a publish awaits the broker); every one
+        received is carried out, even if the client closes right after."""
+        try:
+            while commands:
+                await self._on_command(commands.popleft())
+                await asyncio.sleep(0)  # one client's flood of commands starves no one
+        except Exception:
+            log.exception("a command on %r failed", self.req.topic)
+            self.close(errors.INTERNAL_ERROR)
+        finally:
+            held = self._held or []
+            self._commands = self._commander = self._held = None
+            transport = self.transport
+            if not transport.is_reading() and not transport.is_closing():
+                transport.resume_reading()
+            self._write_protocol(held)
 
     def _reply(self, ref: Any, type: str, **fields: Any) -> None:
         if ref is not None:
             fields["ref"] = ref
         self.write_control(type, control_json(type, **fields))
 
-    async def _on_command(self, request: web.Request, req: StreamRequest, text: str) -> None:
+    async def _on_command(self, text: str) -> None:
         try:
             command = jsonvalue.loads(text, what="command")
         except BadRequest as exc:
@@ -180,7 +362,7 @@ class WSStream(Stream):
         if kind == "ping":
             self._reply(ref, "pong")
         elif kind == "publish":
-            await self._publish(request, req, ref, command)
+            await self._publish(ref, command)
         else:
             self._reply(
                 ref,
@@ -189,11 +371,10 @@ class WSStream(Stream):
                 message=f"unknown command type {kind!r}: use ping or publish",
             )
 
-    async def _publish(
-        self, request: web.Request, req: StreamRequest, ref: Any, command: dict[str, Any]
-    ) -> None:
+    async def _publish(self, ref: Any, command: dict[str, Any]) -> None:
         ctx = self.ctx
         settings = ctx.settings
+        req = self.req
         if "data" not in command:
             self._reply(ref, "error", code="bad_command", message="publish needs a 'data' field")
             return
@@ -223,15 +404,17 @@ class WSStream(Stream):
                     "this one was not published",
                 )
                 return
-        try:  # the handshake's credentials (a cached token), and the publisher's budget
-            grant = await ctx.auth.check(request, req.topic, "publish")
-            ctx.auth.quota.take(request, grant)
-        except (Unauthorized, Forbidden) as exc:  # answered, and the stream goes on
-            self._reply(ref, "error", code="forbidden", message=exc.message)
-            return
-        except StreamgateError as exc:  # auth_unavailable, rate_limited
-            self._reply(ref, "error", code=exc.code, message=exc.message)
-            return
+        request = self.request
+        if request is not None:  # else access control and --publish-rate are off
+            try:  # the handshake's credentials (a cached token), and the publisher's budget
+                grant = await ctx.auth.check(request, req.topic, "publish")
+                ctx.auth.quota.take(request, grant)
+            except (Unauthorized, Forbidden) as exc:  # answered, and the stream goes on
+                self._reply(ref, "error", code="forbidden", message=exc.message)
+                return
+            except StreamgateError as exc:  # auth_unavailable, rate_limited
+                self._reply(ref, "error", code=exc.code, message=exc.message)
+                return
         try:
             data = jsonvalue.dumps(command["data"])
         except BadRequest as exc:
@@ -253,29 +436,24 @@ class WSStream(Stream):
         self._reply(ref, "published", id=message.id, topic=req.topic)
 
 
+_HANDSHAKE = web.WebSocketResponse(autoping=False, heartbeat=None, compress=False)
+"""Checks a request's handshake (``can_prepare``); never prepared."""
+
+
 async def handle_ws(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    settings = ctx.settings
-    ws = web.WebSocketResponse(
-        # Pings come from the gateway's one heartbeat loop, not two timers per
-        # connection; this handler answers the client's pings itself.
-        autoping=False,
-        heartbeat=None,
-        compress=False,  # streams are never compressed (and frames are shared)
-        max_msg_size=settings.max_message_bytes + FRAME_OVERHEAD,
-    )
     try:  # 400/401/403/409/429 JSON before the upgrade
         # Browsers open a WebSocket to any origin: refuse pages of foreign ones.
         request.app[ORIGINS].check_websocket(request)
         req = await parse_stream_request(request, ctx)
         if request.version < HttpVersion11:
             raise BadRequest("a WebSocket handshake needs HTTP/1.1 (RFC 6455 section 4.1)")
-        if not ws.can_prepare(request).ok:
+        if not _HANDSHAKE.can_prepare(request).ok:
             raise BadRequest(
                 "this is a WebSocket endpoint: send a WebSocket handshake (RFC 6455)",
                 code="not_websocket",
             )
-        ctx.auth.quota.enter(request)  # 429 past --max-connections-per-ip
+        quota_key = ctx.auth.quota.enter(request)  # 429 past --max-connections-per-ip
     except StreamgateError as exc:
         return error_response(exc)
 
@@ -283,11 +461,21 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         try:
             opened = await open_stream(ctx, req) if req.per_connection else None
         except StreamgateError as exc:
+            ctx.auth.quota.leave(quota_key)
             return error_response(exc)
-        await ws.prepare(request)
-        ws.headers.clear()  # sent; an idle stream need not keep them
-        aiohttp_compat.share_ws_writer_state(ws)
-        await WSStream(request, ws, ctx).serve(request, req, opened)
-        return ws
-    finally:
-        ctx.auth.quota.leave(request)
+        # No subprotocol and no extension is offered: the answer is the accept key.
+        resp = web.StreamResponse(
+            status=101,
+            headers={
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Accept": accept_key(request.headers["Sec-WebSocket-Key"]),
+            },
+        )
+        await resp.prepare(request)
+        stream = WSStream(request, ctx, req, quota_key)
+    except BaseException:
+        ctx.auth.quota.leave(quota_key)
+        raise
+    stream.start(request, opened)  # the stream owns the connection (and the quota) now
+    return resp
