@@ -96,6 +96,7 @@ def build_app(settings: Settings, *, authorize: Authorize | None = None) -> web.
     app.cleanup_ctx.append(auth.lifecycle)
     app.cleanup_ctx.append(_background(ctx))
     app.on_shutdown.append(_say_goodbye)
+    app.on_cleanup.append(_drop_owned)
     # A signal, not a middleware: it runs once per response, and no frame of it
     # stays alive for as long as a stream does.
     app.on_response_prepare.append(name_the_server)
@@ -183,8 +184,17 @@ async def _say_goodbye(app: web.Application) -> None:
     for stream in list(ctx.sessions):
         stream.close(errors.SHUTDOWN)
     deadline = time.monotonic() + ctx.settings.grace * 0.6
-    while ctx.sessions and time.monotonic() < deadline:  # noqa: ASYNC110 (a dict, no event)
+    # Also the close handshakes of the connections the gateway owns (aiohttp
+    # waits for its own handlers, not for these).
+    while (ctx.sessions or ctx.owned) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.02)
+
+
+async def _drop_owned(app: web.Application) -> None:
+    """Shutdown, last step (after aiohttp's own connections): the grace is
+    over, so a connection the gateway owns that is still open is reset."""
+    for stream in list(app[CONTEXT].owned):
+        stream.reset()
 
 
 @dataclass
@@ -224,7 +234,7 @@ async def running(
         # this long after it connected or after its previous response.
         keepalive_timeout=settings.read_timeout,
     )
-    gate = ctx.gate = ConnectionGate(max_connections(settings.max_connections))
+    gate = ctx.gate = ConnectionGate(max_connections(settings.max_connections), ctx.owned)
     await runner.setup()
     try:
         site = GatewaySite(

@@ -17,7 +17,7 @@ import contextlib
 import errno
 import logging
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from http import HTTPStatus
 from typing import Any
 
@@ -196,12 +196,12 @@ def _json_error_hook(malformed: Tally) -> aiohttp_compat.ErrorHook:
 class ConnectionGate:
     """Counts connections at accept time and refuses those past the limit."""
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(self, max_connections: int, owned: Sized = ()) -> None:
         self.max_connections = max_connections
+        self.owned = owned
+        """The open connections the gateway took over from aiohttp (``Context.owned``)."""
         self.lingering = 0
         """Refused connections waiting for the client to read its 503."""
-        self.taken_over = 0
-        """Open connections the gateway took over from aiohttp (WebSocket sessions)."""
         self.refused = Tally(f"refusing connections: --max-connections ({max_connections}) reached")
         self.malformed = Tally("malformed requests answered with 400")
         self._refusal = _refusal_response(max_connections)
@@ -209,7 +209,7 @@ class ConnectionGate:
 
     def wrap(self, server: web.Server) -> Callable[[], asyncio.BaseProtocol]:
         def factory() -> asyncio.BaseProtocol:
-            if aiohttp_compat.open_connections(server) + self.taken_over >= self.max_connections:
+            if aiohttp_compat.open_connections(server) + len(self.owned) >= self.max_connections:
                 self.refused.add()
                 return _Refusal(self._refusal, self)
             handler = server()

@@ -31,15 +31,24 @@ async def test_sigterm_goodbye_on_every_transport_and_exit_within_grace() -> Non
                 asyncio.create_task(read_until(url, t, "news", count=10**9, within=TIMEOUT * 6))
                 for t in ("chunked", "sse", "ws")
             ]
-            # A stuck client: connects, never reads, and holds unsent bytes.
-            stuck = socket.socket()
-            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            stuck.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(stuck, ("127.0.0.1", gw.port))
-            stuck.send(b"GET /chunked/news HTTP/1.1\r\nHost: x\r\n\r\n")
+            # Stuck clients: connect, never read, and hold unsent bytes; the
+            # WebSocket one never answers the close handshake either.
+            stuck = []
+            for request in (
+                b"GET /chunked/news HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /ws/news HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n",
+            ):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.setblocking(False)
+                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gw.port))
+                sock.send(request)
+                stuck.append(sock)
             while True:
                 async with session.get(f"{url}/healthz") as r:
-                    if (await r.json())["connections"] == 4:
+                    if (await r.json())["connections"] == 5:
                         break
                 await asyncio.sleep(0.05)
             pad = "x" * 1000
@@ -51,7 +60,8 @@ async def test_sigterm_goodbye_on_every_transport_and_exit_within_grace() -> Non
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), grace + TIMEOUT)
             elapsed = time.monotonic() - started
-            stuck.close()
+            for sock in stuck:
+                sock.close()
             results = [await r for r in readers]
     stderr = gw.stderr.decode()
     assert proc.returncode == 0, stderr

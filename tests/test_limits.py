@@ -109,7 +109,7 @@ async def test_websocket_sessions_count_against_max_connections() -> None:
             async with aiohttp.ClientSession(connector=conn) as session:
                 async with session.get(f"{gw.url}/healthz") as resp:
                     assert resp.status == 503
-        await wait_for(lambda: gw.context.gate is not None and gw.context.gate.taken_over == 0)
+        await wait_for(lambda: not gw.context.owned)
         async with gw.session.get(f"{gw.url}/healthz") as resp:
             assert resp.status == 200
 

@@ -363,7 +363,7 @@ async def test_idle_ws_streams_own_their_connections_and_keep_nothing_of_aiohttp
             server = gw.running.runner.server
             assert server is not None
             await wait_for(lambda: aiohttp_compat.open_connections(server) == 0)
-            assert gw.context.gate is not None and gw.context.gate.taken_over == 2
+            assert len(gw.context.owned) == 2
             # No task runs for an idle WebSocket (the client session's own aside).
             await wait_for(lambda: len(asyncio.all_tasks()) <= tasks_before + 2)
             msg_id = await gw.publish("news", 1)
@@ -371,7 +371,7 @@ async def test_idle_ws_streams_own_their_connections_and_keep_nothing_of_aiohttp
             assert orjson.loads(msg.data)["id"] == msg_id
         await wait_for(lambda: not gw.context.sessions, what="the streams to end")
         assert gw.context.disconnects["client_gone"] == 2
-        await wait_for(lambda: gw.context.gate is not None and gw.context.gate.taken_over == 0)
+        await wait_for(lambda: not gw.context.owned)
 
 
 async def test_ws_publish_command_reaches_other_transports() -> None:

@@ -87,7 +87,6 @@ class WSStream(Stream, asyncio.Protocol):
         "_commander",
         "_commands",
         "_fragments",
-        "_gate",
         "_held",
         "_quota_key",
         "_started",
@@ -130,7 +129,6 @@ class WSStream(Stream, asyncio.Protocol):
         self._budget: _PublishBudget | None = None
         self._writable: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None
-        self._gate = ctx.gate
 
     # -- the connection ------------------------------------------------------------------------
 
@@ -141,8 +139,7 @@ class WSStream(Stream, asyncio.Protocol):
         tail = aiohttp_compat.take_over(request, self)
         self._protocol = self
         self.writing_paused = paused
-        if self._gate is not None:
-            self._gate.taken_over += 1
+        self.ctx.owned[self] = None
         # The client's frames wait in the kernel until the subscription is made.
         self.transport.pause_reading()
         self._task = asyncio.ensure_future(self._begin(opened, tail))
@@ -298,9 +295,7 @@ class WSStream(Stream, asyncio.Protocol):
         finally:
             self.transport.close()  # after a reset: nothing left to do
             self.request = None
-            if self._gate is not None:
-                self._gate.taken_over -= 1
-                self._gate = None
+            self.ctx.owned.pop(self, None)
             if self._quota_key is not None:
                 self.ctx.auth.quota.leave(self._quota_key)
                 self._quota_key = None
