@@ -1,40 +1,38 @@
 """Every use of a private part of aiohttp (and of aiohttp-sse), in one place.
 
-The gateway writes shared bytes straight to each connection's transport and
-keeps idle connections small; for that it leans on a few parts of aiohttp
-that are not public API. Each is listed here, used only through this module,
-and checked by ``tests/test_aiohttp_compat.py`` against the installed versions,
-so an upgrade that changes one fails that test loudly instead of breaking a
-stream quietly. pyproject.toml caps aiohttp below its next major version.
+A stream takes its connection over from aiohttp once its response head is
+out, and writes shared bytes straight to the transport; for that the gateway
+leans on a few parts of aiohttp that are not public API. Each is listed here,
+used only through this module, and checked by ``tests/test_aiohttp_compat.py``
+against the installed versions, so an upgrade that changes one fails that test
+loudly instead of breaking a stream quietly. pyproject.toml caps aiohttp below
+its next major version.
 
 The contract, item by item:
 
-1. ``BaseProtocol._drain_helper()``: an awaitable that resolves when the
-   connection's paused transport resumes (what ``StreamWriter.drain`` awaits);
-   the gateway awaits it only after the public ``writing_paused`` said so.
-2. ``StreamWriter.chunked``: aiohttp chose chunked transfer coding for the
+1. ``StreamWriter.chunked``: aiohttp chose chunked transfer coding for the
    response (HTTP/1.1), so the bytes the gateway writes itself must be chunks.
-3. ``BaseSite._server``: the asyncio server that ``BaseSite.stop()`` closes;
+2. ``BaseSite._server``: the asyncio server that ``BaseSite.stop()`` closes;
    :class:`GatewaySite` sets it, as ``TCPSite`` does, but with the gateway's
    own protocol factory.
-4. ``web.Server._connections``: the open connections (counted for
+3. ``web.Server._connections``: the open connections (counted for
    ``--max-connections`` without copying the list ``Server.connections`` makes).
-5. ``RequestHandler`` has no instance ``__dict__`` and a ``handle_error``
+4. ``RequestHandler`` has no instance ``__dict__`` and a ``handle_error``
    method; a subclass that adds no slots can take an instance's class, which is
    how every error aiohttp answers itself (a malformed request) becomes JSON.
-6. ``RequestHandler._message_tail``: the bytes a client sent after a request
-   that asks for an upgrade (aiohttp's parser stops there). And
+5. Taking a connection over, once a stream's response head is out.
    ``RequestHandler.connection_lost(None)`` lets go of a connection without
-   closing it: the handler forgets its transport, leaves the server's
-   connections, and its task (cancelled, with ``handler_cancellation``) ends,
-   taking the request and the parser with it.
-7. aiohttp-sse's ``EventSourceResponse``: ``_allow_all_methods``, ``_req`` and,
+   closing it when its ``transport`` is cleared first (else its
+   ``force_close`` closes it): the handler forgets the connection, and its
+   task (cancelled, with ``handler_cancellation``) ends, taking the request,
+   its headers and the parser with it. ``RequestHandler._manager`` is the
+   ``web.Server`` whose ``_connections`` (item 3) would count the handler
+   until its task is done; the takeover removes it at once.
+   ``RequestHandler._message_tail`` holds the bytes a client sent after a
+   request that asks for an upgrade (aiohttp's parser stops there).
+6. aiohttp-sse's ``EventSourceResponse``: ``_allow_all_methods``, ``_req`` and,
    from 3.0, ``_set_tcp_user_timeout``; the gateway's SSE response replaces its
    ``prepare`` to start no ping task.
-8. ``RequestHandler._keepalive_handle``: the keep-alive timer aiohttp arms when a
-   connection opens (``keepalive_timeout`` later it checks whether the
-   connection waits idle for a request). ``RequestHandler.keep_alive`` cancels
-   it, and aiohttp re-arms it after a response that keeps the connection.
 """
 
 from __future__ import annotations
@@ -45,16 +43,13 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.base_protocol import BaseProtocol
 from aiohttp.web_protocol import RequestHandler
 
 __all__ = [
     "ErrorHook",
     "GatewaySite",
     "adopt_request_handler",
-    "drain",
     "http_chunked",
-    "let_go_of_keepalive_timer",
     "open_connections",
     "sse_allows_method",
     "sse_request_transport",
@@ -63,16 +58,7 @@ __all__ = [
 ]
 
 
-# -- 1. flow control ---------------------------------------------------------------------
-
-
-async def drain(protocol: BaseProtocol) -> None:
-    """Wait until the transport takes writes again (no deadline of its own)."""
-    if protocol.writing_paused and protocol.transport is not None:
-        await protocol._drain_helper()
-
-
-# -- 2. response framing -------------------------------------------------------------------
+# -- 1. response framing -------------------------------------------------------------------
 
 
 def http_chunked(request: web.BaseRequest) -> bool:
@@ -80,7 +66,7 @@ def http_chunked(request: web.BaseRequest) -> bool:
     return bool(getattr(request.writer, "chunked", True))
 
 
-# -- 3, 4. listening -------------------------------------------------------------------------
+# -- 2, 3. listening -------------------------------------------------------------------------
 
 
 class GatewaySite(web.BaseSite):
@@ -141,7 +127,7 @@ def open_connections(server: web.Server) -> int:
     return len(server._connections)
 
 
-# -- 5. errors aiohttp answers itself ----------------------------------------------------------
+# -- 4. errors aiohttp answers itself ----------------------------------------------------------
 
 ErrorHook = Callable[[web.BaseRequest, int, BaseException | None, str | None], web.StreamResponse]
 
@@ -175,18 +161,18 @@ def adopt_request_handler(handler: asyncio.BaseProtocol, hook: ErrorHook) -> Non
         handler.__class__ = _handler_class(hook)
 
 
-# -- 6. taking a connection over ---------------------------------------------------------------
+# -- 5. taking a connection over ---------------------------------------------------------------
 
 
 def take_over(request: web.BaseRequest, protocol: asyncio.Protocol) -> bytes:
     """Give the connection of ``request`` to ``protocol`` for good, once the
-    response head (a 101) is on the wire; returns the bytes the client sent
-    after its request, for ``protocol`` to read.
+    response head is on the wire; returns the bytes the client sent after an
+    upgrade request, for ``protocol`` to read.
 
     aiohttp's handler forgets the connection as if the client had gone, but
     the transport stays open: the request, its parsed headers, the parser and
     the task that ran the handler all end, which is what keeps an idle
-    WebSocket small. The calling handler must not await again (aiohttp may
+    stream small. The calling handler must not await again (aiohttp may
     cancel it) and must not return a response that writes (its writer has no
     transport any more, so aiohttp's ``write_eof`` finds nothing to write to).
     """
@@ -196,15 +182,18 @@ def take_over(request: web.BaseRequest, protocol: asyncio.Protocol) -> bytes:
         raise ConnectionResetError("the connection is gone")
     tail = handler._message_tail
     handler._message_tail = b""
+    server = handler._manager
     transport.set_protocol(protocol)
     handler.transport = None  # else its force_close() would close the transport
     handler.connection_lost(None)
+    if server is not None:  # it counts the handler until its task is done: not any more
+        server._connections.pop(handler, None)
     if not transport.is_reading():  # paused by aiohttp for a long tail
         transport.resume_reading()
     return tail
 
 
-# -- 7. aiohttp-sse ---------------------------------------------------------------------------
+# -- 6. aiohttp-sse ---------------------------------------------------------------------------
 
 
 def sse_allows_method(resp: Any, method: str) -> bool:
@@ -220,21 +209,3 @@ def sse_set_tcp_user_timeout(resp: Any, request: web.BaseRequest) -> None:
 def sse_request_transport(resp: Any) -> asyncio.BaseTransport | None:
     req = resp._req
     return None if req is None else req.transport
-
-
-# -- 8. the keep-alive timer ------------------------------------------------------------------
-
-
-def let_go_of_keepalive_timer(request: web.BaseRequest) -> None:
-    """Cancel the keep-alive timer of a connection now busy with a long response.
-
-    The timer only closes a connection that sits waiting for its next request,
-    which a stream's never does, yet it lives until ``keepalive_timeout`` (the
-    gateway's ``--read-timeout``): about 0.5 KiB per new stream. aiohttp's own
-    ``keep_alive`` cancels it; the mode it sets is overwritten by the
-    response's when the handler returns, and the timer is armed again if the
-    connection is kept (what aiohttp does after every response).
-    """
-    protocol = request.protocol
-    if isinstance(protocol, RequestHandler) and protocol._keepalive_handle is not None:
-        protocol.keep_alive(True)

@@ -24,61 +24,39 @@ def test_aiohttp_is_the_major_version_the_contract_was_written_for() -> None:
     assert aiohttp.__version__.split(".")[0] == "3", aiohttp.__version__
 
 
-def test_1_flow_control() -> None:
-    assert isinstance(inspect.getattr_static(BaseProtocol, "writing_paused"), property)
-    assert inspect.iscoroutinefunction(BaseProtocol._drain_helper)
-
-
-async def test_1_drain_waits_for_a_paused_transport_to_resume() -> None:
-    loop = asyncio.get_running_loop()
-    protocol = BaseProtocol(loop)
-
-    class Transport(asyncio.Transport):
-        def is_closing(self) -> bool:
-            return False
-
-    protocol.connection_made(Transport())
-    protocol.pause_writing()
-    assert protocol.writing_paused
-    waiter = asyncio.ensure_future(aiohttp_compat.drain(protocol))
-    await asyncio.sleep(0)
-    assert not waiter.done()
-    protocol.resume_writing()
-    await asyncio.wait_for(waiter, TIMEOUT)
-    assert not protocol.writing_paused
-
-
-async def test_2_stream_writer_says_whether_it_chunks() -> None:
+async def test_1_stream_writer_says_whether_it_chunks() -> None:
     writer = StreamWriter(BaseProtocol(asyncio.get_running_loop()), asyncio.get_running_loop())
     assert writer.chunked is False
     writer.enable_chunking()
     assert writer.chunked is True
 
 
-def test_3_and_4_sites_and_servers() -> None:
+def test_2_and_3_sites_and_servers() -> None:
     assert "_server" in web.BaseSite.__slots__
     assert "self._server.close()" in inspect.getsource(web.BaseSite.stop)
     assert "self._connections" in inspect.getsource(web.Server.__init__)
 
 
-def test_5_request_handler_can_be_adopted() -> None:
+def test_4_request_handler_can_be_adopted() -> None:
     assert not hasattr(RequestHandler, "__dict__") or "__slots__" in vars(RequestHandler)
     params = list(inspect.signature(RequestHandler.handle_error).parameters)
     assert params == ["self", "request", "status", "exc", "message"]
 
 
-def test_6_taking_a_connection_over() -> None:
+def test_5_taking_a_connection_over() -> None:
     assert "_message_tail" in RequestHandler.__slots__
     lost = inspect.getsource(RequestHandler.connection_lost)
     assert "self.force_close()" in lost  # which closes self.transport, unless it is None
     assert "self.transport.close()" in inspect.getsource(RequestHandler.force_close)
     assert "self._manager.connection_lost(self, exc)" in lost
+    assert "_manager" in RequestHandler.__slots__
+    assert "self._connections.pop(handler, None)" in inspect.getsource(web.Server.connection_lost)
     assert "self._task_handler.cancel()" in lost
     # An upgrade request's later bytes wait in the tail while no parser is set.
     assert "self._message_tail += data" in inspect.getsource(RequestHandler.data_received)
 
 
-async def test_6_frames_sent_with_the_handshake_reach_the_stream() -> None:
+async def test_5_frames_sent_with_the_handshake_reach_the_stream() -> None:
     """A client that sends a command in the same segment as its handshake (RFC 6455
     says to wait for the 101; some do not): aiohttp keeps those bytes as the
     tail, and the stream that takes the connection over reads them."""
@@ -103,48 +81,38 @@ async def test_6_frames_sent_with_the_handshake_reach_the_stream() -> None:
             writer.close()
 
 
-def test_7_aiohttp_sse_internals() -> None:
+def test_6_aiohttp_sse_internals() -> None:
     source = inspect.getsource(aiohttp_sse.EventSourceResponse)
     assert "self._allow_all_methods" in source
     assert "self._req" in source
 
 
-def test_8_keepalive_timer() -> None:
-    assert "_keepalive_handle" in RequestHandler.__slots__
-    source = inspect.getsource(RequestHandler.keep_alive)
-    assert "self._keepalive_handle.cancel()" in source
-    assert "self._keepalive_handle = None" in source
-    # re-armed after a response that keeps the connection
-    assert "self._keepalive_handle = loop.call_at(" in inspect.getsource(RequestHandler.start)
-
-
-async def test_8_a_stream_lets_go_of_the_keepalive_timer_and_a_kept_connection_gets_it_back() -> (
-    None
-):
-    """While a stream runs its connection holds no keep-alive timer; once it ends
-    with the connection kept, the timer is back: the idle connection is closed
-    after the read timeout, as any other."""
-    async with start_gateway(topics=("news",), read_timeout=0.5) as gw:
+async def test_5_a_stream_owns_its_connection_and_closes_it_at_its_end() -> None:
+    """The stream's response says so (``Connection: close``); aiohttp forgets the
+    connection at once; the stream's end (its limit) closes it on the server's
+    side."""
+    async with start_gateway(topics=("news",)) as gw:
         await gw.publish("news", 1)
+        await gw.publish("news", 2)
+        server = gw.running.runner.server
+        assert server is not None
+        before = aiohttp_compat.open_connections(server)  # the publisher's
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         try:
             writer.write(b"GET /chunked/news HTTP/1.1\r\nHost: x\r\n\r\n")
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            assert b"Connection: close" in head
             (stream,) = gw.context.sessions
-            protocol = stream._protocol
-            assert isinstance(protocol, RequestHandler)
-            await asyncio.sleep(0.1)
-            assert protocol._keepalive_handle is None
-            # A second stream on another connection, ended by its limit: kept alive.
+            assert stream.transport.get_protocol() is stream
+            assert aiohttp_compat.open_connections(server) == before
             reader2, writer2 = await asyncio.open_connection("127.0.0.1", gw.port)
-            writer2.write(b"GET /chunked/news?since=0-0&limit=1 HTTP/1.1\r\nHost: x\r\n\r\n")
-            body = await asyncio.wait_for(reader2.readuntil(b"0\r\n\r\n"), TIMEOUT)
-            assert b'"data":1' in body
-            assert not reader2.at_eof()
-            # Nothing more is sent: the re-armed timer closes the idle connection.
-            assert await asyncio.wait_for(reader2.read(), TIMEOUT) == b""
+            writer2.write(b"GET /chunked/news?since=0-0&limit=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            body = await asyncio.wait_for(reader2.read(), TIMEOUT)  # read to the server's FIN
+            assert body.endswith(b"0\r\n\r\n") and b'"data":2' in body
             writer2.close()
             assert not reader.at_eof()  # the open stream was not touched
+            await gw.publish("news", 3)
+            assert b'"data":3' in await asyncio.wait_for(reader.readuntil(b"\n\r\n"), TIMEOUT)
         finally:
             writer.close()
 

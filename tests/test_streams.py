@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import Any
 
@@ -347,28 +348,44 @@ async def test_idle_sse_streams_get_heartbeats_from_the_one_loop_and_run_no_task
         await wait_for(lambda: not gw.context.sessions, what="the streams to end")
 
 
-async def test_idle_ws_streams_own_their_connections_and_keep_nothing_of_aiohttp() -> None:
-    """Once the 101 is out the stream is its connection's protocol: aiohttp's
-    handler, its task and the handshake request are gone (the bulk of an idle
-    WebSocket's memory), and the stream still gets messages and its close."""
+@pytest.mark.parametrize("transport", ["chunked", "sse", "ws"])
+async def test_idle_streams_own_their_connections_and_keep_nothing_of_aiohttp(
+    transport: str,
+) -> None:
+    """Once the response head is out the stream is its connection's protocol:
+    aiohttp's handler, its task and the request are gone (the bulk of an idle
+    stream's memory), no task runs for it, and it still gets messages and
+    its end."""
     async with start_gateway(topics=("news",)) as gw, aiohttp.ClientSession() as s:
         tasks_before = len(asyncio.all_tasks())
-        async with s.ws_connect(f"{gw.ws_url}/ws/news") as a, s.ws_connect(f"{gw.ws_url}/ws/news"):
-            await wait_for(lambda: gw.context.hub.subscriber_counts("news")["ws"] == 2)
+        async with contextlib.AsyncExitStack() as stack:
+            if transport == "ws":
+                a = await stack.enter_async_context(s.ws_connect(f"{gw.ws_url}/ws/news"))
+                await stack.enter_async_context(s.ws_connect(f"{gw.ws_url}/ws/news"))
+            else:
+                conns = await _open_idle(gw.port, f"/{transport}/news", 2)
+                for _, writer in conns:
+                    stack.callback(writer.close)
+            await wait_for(lambda: gw.context.hub.subscriber_counts("news")[transport] == 2)
             sinks: list[Any] = list(gw.context.sessions)
             for sink in sinks:
-                assert sink._done is None  # nothing waits on an idle WebSocket's end
                 assert sink.transport.get_protocol() is sink
-                assert sink.request is None  # no access control: the handshake is let go
+                assert sink._task is None  # nothing runs for an idle stream
+                assert getattr(sink, "request", None) is None  # the request is let go
             server = gw.running.runner.server
             assert server is not None
             await wait_for(lambda: aiohttp_compat.open_connections(server) == 0)
             assert len(gw.context.owned) == 2
-            # No task runs for an idle WebSocket (the client session's own aside).
+            # No task is left for an idle stream (the client session's own aside).
             await wait_for(lambda: len(asyncio.all_tasks()) <= tasks_before + 2)
             msg_id = await gw.publish("news", 1)
-            msg = await a.receive(timeout=TIMEOUT)
-            assert orjson.loads(msg.data)["id"] == msg_id
+            if transport == "ws":
+                msg = await a.receive(timeout=TIMEOUT)
+                assert orjson.loads(msg.data)["id"] == msg_id
+            else:
+                reader = conns[0][0]
+                line = await asyncio.wait_for(reader.readuntil(msg_id.encode()), TIMEOUT)
+                assert msg_id.encode() in line
         await wait_for(lambda: not gw.context.sessions, what="the streams to end")
         assert gw.context.disconnects["client_gone"] == 2
         await wait_for(lambda: not gw.context.owned)

@@ -39,9 +39,9 @@ class ChunkedStream(HttpStream):
     __slots__ = ("fmt",)
 
     def __init__(
-        self, request: web.Request, response: web.StreamResponse, ctx: Context, fmt: Format
+        self, request: web.Request, ctx: Context, fmt: Format, quota_key: str | None
     ) -> None:
-        super().__init__(request, response, ctx, fmt)
+        super().__init__(request, ctx, fmt, quota_key)
         self.fmt = fmt
         if fmt is Format.JSON_ARRAY:
             self.write_raw(JSON_OPEN)

@@ -14,13 +14,12 @@ from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
-from aiohttp.http import HttpVersion11
 
 from .. import aiohttp_compat, errors
 from ..auth import Grant
 from ..context import CONTEXT, Context
 from ..errors import BadRequest, Disconnect, StreamgateError
-from ..framing import Format, Wire, control_json
+from ..framing import HTTP_LAST_CHUNK, Format, Wire, control_json
 from ..hub import Subscriber
 from ..ids import Key, parse_id
 from ..message import Message
@@ -37,7 +36,6 @@ __all__ = [
     "open_stream",
     "parse_stream_request",
     "run_stream",
-    "start_response",
     "validate_topic",
 ]
 
@@ -139,22 +137,6 @@ async def parse_stream_request(
     return StreamRequest(topic, since, limit, params, per_connection, grant)
 
 
-async def start_response(resp: web.StreamResponse, request: web.Request) -> None:
-    """Send the response headers, then let go of them.
-
-    HTTP/1.0 has no chunked coding: the end of the body is the end of the
-    connection, whatever ``Connection: keep-alive`` asked for. Nothing reads a
-    response's headers once they are on the wire, and an idle stream would
-    otherwise keep the dict alive (about 0.5 KiB) for its lifetime, and the
-    connection's keep-alive timer for ``--read-timeout`` (another 0.5 KiB).
-    """
-    if request.version < HttpVersion11:
-        resp.force_close()
-    await resp.prepare(request)
-    resp.headers.clear()
-    aiohttp_compat.let_go_of_keepalive_timer(request)
-
-
 async def begin(stream: Stream, req: StreamRequest, opened: OpenStream | None) -> None:
     """Start a stream: subscribe to a shared topic (replay, then live), or start
     the per-connection generator's pump. The stream counts as open from here."""
@@ -184,19 +166,16 @@ class HttpStream(Stream):
     What differs between the two is said by the class (the format, the
     response, ``Last-Event-ID``); :func:`handle_http_stream` is the one handler."""
 
-    __slots__ = ("response",)
+    __slots__ = ()
+    status = 200
     reads_last_event_id: ClassVar[bool] = False
     """Whether ``Last-Event-ID`` counts as ``since`` (SSE's reconnect header)."""
 
     def __init__(
-        self, request: web.Request, response: web.StreamResponse, ctx: Context, fmt: Format
+        self, request: web.Request, ctx: Context, fmt: Format, quota_key: str | None
     ) -> None:
-        super().__init__(request, ctx, Wire.of(fmt, aiohttp_compat.http_chunked(request)))
-        self.response = response
-
-    @property
-    def status(self) -> int:  # type: ignore[override]
-        return self.response.status
+        wire = Wire.of(fmt, aiohttp_compat.http_chunked(request))
+        super().__init__(request, ctx, wire, quota_key)
 
     @classmethod
     def format_of(cls, request: web.Request) -> Format:
@@ -215,18 +194,19 @@ class HttpStream(Stream):
         return None
 
     async def terminate(self, reason: Disconnect) -> None:
-        if reason.reconnect:
-            self.response.force_close()
-        await self.response.write_eof()
+        if self.wire.http_chunked:  # the body's end (HTTP/1.0: the connection's)
+            self.transport.write(HTTP_LAST_CHUNK)
+            self.sent += len(HTTP_LAST_CHUNK)
 
 
 async def handle_http_stream(cls: type[HttpStream], request: web.Request) -> web.StreamResponse:
     """``GET``/``HEAD`` of ``/chunked/{topic}`` and ``/sse/{topic}`` (bound to the
     class with ``functools.partial``).
 
-    The whole stream runs in this one coroutine: an idle stream holds no frame
-    of its own besides it (about 0.25 KiB per connection less than a handler
-    that awaits a second coroutine for as long as the stream lasts).
+    Everything that can fail with a JSON error happens before the response
+    head goes out; then the stream takes the connection over and this handler
+    returns: aiohttp's request and task end, and an idle stream is its
+    connection's protocol and little else.
     """
     ctx = request.app[CONTEXT]
     head = request.method == "HEAD"  # headers only: no subscription, no generator run
@@ -238,6 +218,7 @@ async def handle_http_stream(cls: type[HttpStream], request: web.Request) -> web
         return error_response(exc)
     if head:
         return cls.new_response(fmt, head=True)
+    stream = None
     try:
         try:
             opened = await open_stream(ctx, req) if req.per_connection else None
@@ -248,22 +229,14 @@ async def handle_http_stream(cls: type[HttpStream], request: web.Request) -> web
             if answer is not None:
                 return answer
         resp = cls.new_response(fmt, head=False)
-        await start_response(resp, request)
-        stream = cls(request, resp, ctx, fmt)
-        try:
-            await begin(stream, req, opened)
-            await stream.done
-        except asyncio.CancelledError:  # the client went away (aiohttp cancels)
-            stream.leave()
-            stream.logged()
-            raise
-        except Exception:
-            log.exception("stream of %r failed", req.topic)
-            stream.close(errors.INTERNAL_ERROR)
-        await stream.finish()
-        return resp
+        resp.force_close()  # the stream closes the connection at its end
+        await resp.prepare(request)
+        stream = cls(request, ctx, fmt, quota_key)  # it owns the connection from here
     finally:
-        ctx.auth.quota.leave(quota_key)
+        if stream is None:
+            ctx.auth.quota.leave(quota_key)
+    stream.start(begin(stream, req, opened))
+    return resp
 
 
 # -- per-connection streams -----------------------------------------------------------------

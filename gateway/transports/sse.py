@@ -79,13 +79,9 @@ class SSEStream(HttpStream):
     __slots__ = ()
 
     def __init__(
-        self,
-        request: web.Request,
-        response: web.StreamResponse,
-        ctx: Context,
-        fmt: Format = Format.SSE,
+        self, request: web.Request, ctx: Context, fmt: Format, quota_key: str | None
     ) -> None:
-        super().__init__(request, response, ctx, fmt)
+        super().__init__(request, ctx, fmt, quota_key)
         self.first_bytes(sse_retry_field(ctx.settings.retry_ms))
 
     @classmethod

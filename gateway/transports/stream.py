@@ -7,24 +7,32 @@
 (the JSON array's first item, SSE's ``retry:``), its heartbeat and its ending;
 this base owns what they share.
 
+**The connection.** Once the response head is out (the 101 of a WebSocket),
+the stream takes the connection over from aiohttp
+(:func:`gateway.aiohttp_compat.take_over`) and is its asyncio protocol from
+then on: aiohttp's request, parsed headers, parser and handler task end, and
+an idle stream is the transport, this object and its subscription. The
+stream's start (subscription, or a generator's pump) and its ending run in
+tasks of its own; the connection closes when the stream ends.
+
 **Writing.** The hub hands the same framed bytes to every subscriber of a
 format, so the hot path is one ``transport.write()`` and two cheap checks: the
 bytes queued in user space stay under ``--max-queue-bytes`` (else the stream
 ends as a slow consumer), and a socket that stays blocked for
-``--write-timeout`` ends it too. Writing to the transport directly, rather than
-through ``await response.write()``, is what lets one sweep reach a thousand
-subscribers in one pass with no task switch per subscriber. aiohttp still
-writes the headers before and the last chunk after.
+``--write-timeout`` ends it too. Writing to the transport directly is what
+lets one sweep reach a thousand subscribers in one pass with no task switch
+per subscriber.
 
 **Ending**, the one path every stream takes, whoever ends it:
 
 1. :meth:`Stream.close` records the :class:`~gateway.errors.Disconnect` (from
-   the hub, a bound, the heartbeat loop, shutdown, the client) and wakes the
-   handler. It never blocks, so it is safe inside a sweep.
+   the hub, a bound, the heartbeat loop, shutdown, the client) and schedules
+   step 2 in a task. It never blocks, so it is safe inside a sweep.
 2. :meth:`Stream.finish` writes the final ``goodbye``/``end`` (best effort),
    then the transport's own ending (:meth:`Stream.terminate`: the last chunk,
-   or the WebSocket close handshake), then waits until the kernel has sent
-   every byte. All of it within ``--write-timeout`` of step 1.
+   or the WebSocket close handshake), waits until the kernel has sent every
+   byte, and closes the connection. All of it within ``--write-timeout`` of
+   step 1.
 3. Past that deadline the connection is reset (``SO_LINGER`` 0, then abort):
    the kernel drops what it still holds for a client that stopped reading, and
    nothing is left behind in ``ss``.
@@ -39,7 +47,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
@@ -95,7 +103,7 @@ def reset_connection(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-class Stream:
+class Stream(asyncio.Protocol):
     """Writes framed bytes for one connection and ends it; a :class:`gateway.hub.Sink`."""
 
     transport_name: ClassVar[str]
@@ -106,11 +114,14 @@ class Stream:
     __slots__ = (
         "_beat_mark",
         "_beat_sent",
-        "_done",
         "_expiry",
         "_first",
-        "_protocol",
+        "_quota_key",
         "_stall_timer",
+        "_started",
+        "_tail",
+        "_task",
+        "_writable",
         "closed",
         "closed_at",
         "ctx",
@@ -125,16 +136,27 @@ class Stream:
         "transport",
         "wire",
         "write_timeout",
+        "writing_paused",
     )
 
-    def __init__(self, request: web.Request, ctx: Context, wire: Wire) -> None:
+    def __init__(
+        self, request: web.Request, ctx: Context, wire: Wire, quota_key: str | None
+    ) -> None:
+        """Take the connection over from aiohttp, whose response head is out
+        (aiohttp's request, parser and handler task end here); ``quota_key``
+        is what the stream counts under for ``--max-connections-per-ip``."""
         transport = request.transport
-        if transport is None:
+        protocol = request.protocol
+        if transport is None or protocol is None:
             raise ConnectionResetError("client went away before the stream started")
         self.transport: asyncio.Transport = transport
-        self._protocol: Any = request.protocol
-        """The connection's protocol (its ``writing_paused`` says the socket is blocked)."""
+        self.writing_paused = protocol.writing_paused
+        self._tail = aiohttp_compat.take_over(request, self)
+        """What the client sent after its request, read once the stream has started."""
+        transport.pause_reading()  # until then
         self.ctx = ctx
+        ctx.owned[self] = None
+        self._quota_key = quota_key
         self.loop = asyncio.get_running_loop()
         settings = ctx.settings
         self.max_queue_bytes = settings.max_queue_bytes
@@ -148,7 +170,10 @@ class Stream:
         self.closed_at = 0.0
         self.reason: Disconnect | None = None
         """Why the stream ended, once it has."""
-        self._done: asyncio.Future[Disconnect] | None = None
+        self._started = False
+        self._task: asyncio.Task[None] | None = None
+        """The stream's start, then its ending."""
+        self._writable: asyncio.Future[None] | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
         """Ends the stream when its credential expires; only for a grant with an expiry."""
@@ -169,6 +194,56 @@ class Stream:
         limit_unacked(transport, 2 * max(settings.heartbeat, settings.write_timeout))
         if ctx.access_log is not None:
             ctx.access_log.opened(self, request)
+
+    def start(self, beginning: Coroutine[Any, Any, None]) -> None:
+        """Run ``beginning`` (the subscription, or the start of the generator's
+        pump) in a task of the stream's own, then read the client's bytes. The
+        handler that made the stream returns at once: aiohttp is done with it."""
+        self._task = asyncio.ensure_future(self._begin(beginning))
+
+    async def _begin(self, beginning: Coroutine[Any, Any, None]) -> None:
+        try:
+            await beginning
+        except Exception:
+            log.exception("a %s stream failed to start", self.transport_name)
+            self.close(errors.INTERNAL_ERROR)
+        self._started = True
+        self._task = None
+        transport = self.transport
+        if not transport.is_closing():
+            transport.resume_reading()
+        tail, self._tail = self._tail, b""
+        if tail and not self.closed:
+            self.data_received(tail)
+        if self.closed:
+            self._start_ending()
+
+    # -- the connection (asyncio's protocol callbacks) -----------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the client of an HTTP stream: a request pipelined behind
+        it, never answered (the connection closes at the stream's end)."""
+
+    def eof_received(self) -> bool:
+        return False  # the client is done: asyncio closes the transport
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.close(errors.CLIENT_GONE)  # no-op when the server ended the stream
+        self.writing_paused = False
+        waiter = self._writable
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._started:
+            self._start_ending()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        waiter = self._writable
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- what each transport says ----------------------------------------------------------
 
@@ -267,17 +342,17 @@ class Stream:
         queued = transport.get_write_buffer_size()
         if queued > self.max_queue_bytes:
             self.close(errors.SLOW_CONSUMER)
-        elif self._stall_timer is None and self._protocol.writing_paused:
+        elif self._stall_timer is None and self.writing_paused:
             self._stall_timer = self.loop.call_later(self.write_timeout, self._check_stall)
 
     def _check_stall(self) -> None:
         self._stall_timer = None
-        if not self.closed and self._protocol.writing_paused:
+        if not self.closed and self.writing_paused:
             self.close(errors.WRITE_TIMEOUT)
 
     async def drain(self) -> None:
         """Wait while the socket is blocked, at most ``--write-timeout`` seconds."""
-        if self.closed or not self._protocol.writing_paused:
+        if self.closed or not self.writing_paused:
             return
         try:
             async with asyncio.timeout(self.write_timeout):
@@ -289,7 +364,9 @@ class Stream:
 
     async def _wait_writable(self) -> None:
         """Wait until the paused transport resumes (no deadline of its own)."""
-        await aiohttp_compat.drain(self._protocol)
+        if self.writing_paused and not self.transport.is_closing():
+            waiter = self._writable = self.loop.create_future()
+            await waiter
 
     @property
     def queued_bytes(self) -> int:
@@ -304,20 +381,6 @@ class Stream:
             max(0.0, when - time.time()), self.close, errors.TOKEN_EXPIRED
         )
 
-    @property
-    def done(self) -> asyncio.Future[Disconnect]:
-        """Resolves with the reason when the stream is over.
-
-        Made on first use: a WebSocket on a shared topic never waits on it, and
-        an idle connection is smaller without it.
-        """
-        done = self._done
-        if done is None:
-            done = self._done = self.loop.create_future()
-            if self.reason is not None:
-                done.set_result(self.reason)
-        return done
-
     def close(self, reason: Disconnect) -> None:
         """The stream is over (step 1 of the ending); never blocks."""
         if self.closed:
@@ -331,12 +394,16 @@ class Stream:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        done = self._done
-        if done is not None and not done.done():
-            done.set_result(reason)
         pump = self.pump
         if pump is not None and pump is not asyncio.current_task():
             pump.cancel()  # a generator that sleeps must not hold the ending back
+        if self._started:
+            # Not from inside the hub's sweep that may have called this.
+            self.loop.call_soon(self._start_ending)
+
+    def _start_ending(self) -> None:
+        if self._task is None:  # once, and not before the stream has started
+            self._task = asyncio.ensure_future(self.finish())
 
     def leave(self) -> str | None:
         """Leave the hub and stop the generator (idempotent); returns the last id
@@ -377,6 +444,10 @@ class Stream:
         finally:
             if not clean:
                 reset_connection(transport)
+            transport.close()  # the gateway owns the connection; after a reset, a no-op
+            self.ctx.owned.pop(self, None)
+            self.ctx.auth.quota.leave(self._quota_key)
+            self._quota_key = None
             self.logged()
 
     def logged(self) -> None:

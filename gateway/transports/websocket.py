@@ -21,13 +21,13 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 from websockets.utils import accept_key
 
-from .. import aiohttp_compat, errors, jsonvalue
+from .. import errors, jsonvalue
 from ..context import CONTEXT, Context
 from ..errors import BadRequest, Disconnect, Forbidden, StreamgateError, Unauthorized
 from ..framing import WS_PING, Format, Wire, control_json
 from ..origins import ORIGINS
 from ..responses import error_response
-from .common import OpenStream, StreamRequest, begin, open_stream, parse_stream_request
+from .common import StreamRequest, begin, open_stream, parse_stream_request
 from .stream import Stream
 
 __all__ = ["WSStream", "handle_ws"]
@@ -88,37 +88,27 @@ class WSStream(Stream, asyncio.Protocol):
         "_commands",
         "_fragments",
         "_held",
-        "_quota_key",
-        "_started",
-        "_task",
-        "_writable",
         "last_pong",
         "pinged_at",
         "req",
         "request",
         "websocket",
-        "writing_paused",
     )
 
     def __init__(
         self, request: web.Request, ctx: Context, req: StreamRequest, quota_key: str | None
     ) -> None:
-        super().__init__(request, ctx, WS_WIRE)
+        super().__init__(request, ctx, WS_WIRE, quota_key)
         self.req = req
         auth = ctx.auth
         self.request: web.Request | None = request if auth.enabled or auth.quota.rate else None
         """The handshake, for each ``publish`` command's check; kept only when
         access control or ``--publish-rate`` needs it."""
-        self._quota_key = quota_key
         self.websocket = Protocol(
             Side.SERVER, max_size=ctx.settings.max_message_bytes + FRAME_OVERHEAD, logger=log
         )
-        self.writing_paused = False
         self.pinged_at = 0.0
         self.last_pong = 0.0
-        self._started = False
-        self._task: asyncio.Task[None] | None = None
-        """The session's start, then its ending."""
         self._commands: deque[str] | None = None
         """Commands waiting for the one running (a publish awaits the broker)."""
         self._commander: asyncio.Task[None] | None = None
@@ -127,37 +117,9 @@ class WSStream(Stream, asyncio.Protocol):
         self._fragments: list[bytes] | None = None
         """The frames so far of a fragmented text message (``[]`` for a binary one)."""
         self._budget: _PublishBudget | None = None
-        self._writable: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None
 
     # -- the connection ------------------------------------------------------------------------
-
-    def start(self, request: web.Request, opened: OpenStream | None) -> None:
-        """Take the connection over from aiohttp (the 101 is out) and start
-        the session in a task of its own. The handler must return at once."""
-        paused = self._protocol.writing_paused
-        tail = aiohttp_compat.take_over(request, self)
-        self._protocol = self
-        self.writing_paused = paused
-        self.ctx.owned[self] = None
-        # The client's frames wait in the kernel until the subscription is made.
-        self.transport.pause_reading()
-        self._task = asyncio.ensure_future(self._begin(opened, tail))
-
-    async def _begin(self, opened: OpenStream | None, tail: bytes) -> None:
-        try:
-            await begin(self, self.req, opened)
-        except Exception:
-            log.exception("stream of %r failed", self.req.topic)
-            self.close(errors.INTERNAL_ERROR)
-        self._started = True
-        self._task = None
-        if not self.transport.is_closing():
-            self.transport.resume_reading()  # the close handshake needs the reply too
-        if tail and not self.closed:  # frames sent before the 101 (RFC 6455: wait for it)
-            self.data_received(tail)
-        if self.closed:
-            self._start_ending()
 
     def data_received(self, data: bytes) -> None:
         websocket = self.websocket
@@ -172,27 +134,10 @@ class WSStream(Stream, asyncio.Protocol):
         return False  # asyncio closes the transport
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.close(errors.CLIENT_GONE)
-        self.writing_paused = False
-        for waiter in (self._writable, self._closing):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        if self._started:
-            self._start_ending()
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        waiter = self._writable
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _wait_writable(self) -> None:
-        if self.writing_paused and not self.transport.is_closing():
-            waiter = self._writable = self.loop.create_future()
-            await waiter
+        closing = self._closing
+        if closing is not None and not closing.done():
+            closing.set_result(None)
+        super().connection_lost(exc)
 
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -260,18 +205,6 @@ class WSStream(Stream, asyncio.Protocol):
         self.pinged_at = now
         self.write_raw(WS_PING)
 
-    def close(self, reason: Disconnect) -> None:
-        if self.closed:
-            return
-        super().close(reason)
-        if self._started:
-            # Not from inside the hub's sweep that may have called this.
-            self.loop.call_soon(self._start_ending)
-
-    def _start_ending(self) -> None:
-        if self._task is None:  # once, and not before the session has started
-            self._task = asyncio.ensure_future(self.finish())
-
     async def terminate(self, reason: Disconnect) -> None:
         """The close handshake: the server's close frame, then the client's."""
         websocket = self.websocket
@@ -288,17 +221,10 @@ class WSStream(Stream, asyncio.Protocol):
         await self._closing
 
     async def finish(self) -> None:
-        """The ending (:meth:`Stream.finish`), then the connection's: the
-        gateway owns it."""
         try:
             await super().finish()
         finally:
-            self.transport.close()  # after a reset: nothing left to do
             self.request = None
-            self.ctx.owned.pop(self, None)
-            if self._quota_key is not None:
-                self.ctx.auth.quota.leave(self._quota_key)
-                self._quota_key = None
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -452,11 +378,11 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     except StreamgateError as exc:
         return error_response(exc)
 
+    stream = None
     try:
         try:
             opened = await open_stream(ctx, req) if req.per_connection else None
         except StreamgateError as exc:
-            ctx.auth.quota.leave(quota_key)
             return error_response(exc)
         # No subprotocol and no extension is offered: the answer is the accept key.
         resp = web.StreamResponse(
@@ -468,9 +394,9 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
             },
         )
         await resp.prepare(request)
-        stream = WSStream(request, ctx, req, quota_key)
-    except BaseException:
-        ctx.auth.quota.leave(quota_key)
-        raise
-    stream.start(request, opened)  # the stream owns the connection (and the quota) now
+        stream = WSStream(request, ctx, req, quota_key)  # it owns the connection from here
+    finally:
+        if stream is None:
+            ctx.auth.quota.leave(quota_key)
+    stream.start(begin(stream, req, opened))
     return resp
