@@ -201,6 +201,78 @@ async def test_ws_oversized_frame_closes_1009_and_others_carry_on(gw: GatewayUnd
     assert (await bystander).ids == [msg_id]
 
 
+def _client_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True) -> bytes:
+    """One client frame (RFC 6455 section 5.2), masked with a fixed key unless told not to."""
+    assert len(payload) < 126
+    head = bytes([(0x80 if fin else 0) | opcode, (0x80 if mask else 0) | len(payload)])
+    if not mask:
+        return head + payload
+    key = b"\x01\x02\x03\x04"
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def _raw_ws(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /ws/news HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def _server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    first, length = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+    assert length < 126  # what these tests draw from the server
+    return first & 0x0F, await asyncio.wait_for(reader.readexactly(length), TIMEOUT)
+
+
+async def test_ws_fragments_are_put_together_around_a_ping(gw: GatewayUnderTest) -> None:
+    reader, writer = await _raw_ws(gw.port)
+    try:
+        command = b'{"type":"ping","ref":"frag"}'
+        writer.write(
+            _client_frame(0x1, command[:10], fin=False)
+            + _client_frame(0x9, b"between")  # a control frame may come between fragments
+            + _client_frame(0x0, command[10:20], fin=False)
+            + _client_frame(0x0, command[20:])
+        )
+        # Both answered; the pong may wait for the command that came in with it.
+        frames = dict([await _server_frame(reader), await _server_frame(reader)])
+        assert frames[0xA] == b"between"
+        assert orjson.loads(frames[0x1]) == {"type": "pong", "ref": "frag"}
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (_client_frame(0x1, b'{"type":"ping"}', mask=False), 1002),  # clients must mask
+        (_client_frame(0x3, b"x"), 1002),  # a reserved opcode
+        (_client_frame(0x0, b"x"), 1002),  # a continuation of nothing
+        (_client_frame(0x1, b'{"type":"\xff"}'), 1007),  # not UTF-8
+    ],
+)
+async def test_ws_frames_that_break_rfc_6455_are_closed_with_its_code(
+    gw: GatewayUnderTest, frame: bytes, code: int
+) -> None:
+    bystander = asyncio.create_task(read_until(gw.url, "ws", "news", count=1))
+    await wait_for(lambda: gw.context.hub.subscriber_counts("news")["ws"] == 1)
+    reader, writer = await _raw_ws(gw.port)
+    try:
+        writer.write(frame)
+        opcode, payload = await _server_frame(reader)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, code)
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # the server closed it
+    finally:
+        writer.close()
+    await wait_for(lambda: gw.context.hub.subscriber_counts("news")["ws"] == 1)
+    msg_id = await gw.publish("news", "still here")
+    assert (await bystander).ids == [msg_id]
+
+
 async def test_publish_to_a_stream_name_is_409(gw: GatewayUnderTest) -> None:
     status, body = await get_json(
         gw.session, "POST", f"{gw.url}/topics/count", data=b"1", headers=JSON_HEADERS
