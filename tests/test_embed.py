@@ -39,7 +39,7 @@ class Host:
 
 
 @contextlib.asynccontextmanager
-async def host_app(**settings: Any) -> AsyncIterator[Host]:
+async def host_app(*, handler_cancellation: bool = True, **settings: Any) -> AsyncIterator[Host]:
     asked: list[tuple[str, str, str | None]] = []
     background: list[str] = []
 
@@ -91,7 +91,7 @@ async def host_app(**settings: Any) -> AsyncIterator[Host]:
     app.router.add_post("/orders", create_order)
     gw.attach(app, prefix="/stream")
     app.cleanup_ctx.append(ticker)
-    runner = web.AppRunner(app, handler_cancellation=True)
+    runner = web.AppRunner(app, handler_cancellation=handler_cancellation)
     await runner.setup()
     port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
@@ -104,6 +104,47 @@ async def host_app(**settings: Any) -> AsyncIterator[Host]:
 
 
 ALICE = {"Cookie": "sid=s-alice"}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_streams_end_cleanly_under_a_runner_that_does_not_cancel_handlers(
+    transport: str,
+) -> None:
+    """aiohttp's default runner lets a handler run on when its client goes; a
+    stream's handler returns once the stream has its connection, and aiohttp
+    then writes nothing more on it (no second last chunk, no close frame)."""
+    async with host_app(handler_cancellation=False) as h:
+        ids = await h.gw.publish_many("public", [{"n": 1}, {"n": 2}])
+        port = int(h.url.rsplit(":", 1)[1])
+        path = f"/stream/{transport}/public?since=0-0&limit=2"
+        if transport == "ws":
+            async with websockets.connect(f"ws://127.0.0.1:{port}{path}") as ws:
+                frames = [await asyncio.wait_for(ws.recv(), TIMEOUT) for _ in range(3)]
+                await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+            assert ws.close_code == 1000
+            assert [f'"id":"{i}"' in frames[n] for n, i in enumerate(ids)] == [True, True]
+            assert '"type":"end"' in frames[2]
+            return
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            raw = await asyncio.wait_for(reader.read(), TIMEOUT)  # to the server's FIN
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+        chunks = []
+        while True:  # the body is whole chunks, the last chunk once, then nothing
+            size_line, _, body = body.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                assert body == b"\r\n"
+                break
+            chunks.append(body[:size])
+            assert body[size : size + 2] == b"\r\n"
+            body = body[size + 2 :]
+        text = b"".join(chunks).decode()
+        assert all(i in text for i in ids) and '"end"' in text
 
 
 async def test_the_host_app_keeps_its_own_routes_and_middleware() -> None:

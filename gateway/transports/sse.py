@@ -90,7 +90,10 @@ class SSEStream(HttpStream):
             resp = web.StreamResponse(headers={"Cache-Control": "no-cache"})
             resp.content_type = "text/event-stream"
             return resp
-        return QuietEventSourceResponse(sep="\n")
+        resp = QuietEventSourceResponse(sep="\n")
+        # aiohttp-sse says keep-alive; the stream closes its connection at its end.
+        resp.headers["Connection"] = "close"
+        return resp
 
     @classmethod
     def nothing_left(cls) -> web.StreamResponse | None:
