@@ -67,6 +67,7 @@ __all__ = [
     "AppCheck",
     "Auth",
     "Authorize",
+    "Credentials",
     "Grant",
     "Rights",
 ]
@@ -363,6 +364,17 @@ def _decide(answer: _Answer, topic: str, action: Action) -> Grant:
 # -- the decision point ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What :meth:`Auth.check_again` needs of a connection's opening request
+    (:meth:`Auth.credentials`): a few strings, or the request itself."""
+
+    request: web.Request | None
+    token: str | None
+    address: str
+    """The client's address, as ``--publish-rate`` counts it ("" when off)."""
+
+
 class Auth:
     """Access control: :meth:`check`, and the per-client limits (:attr:`quota`).
 
@@ -464,29 +476,70 @@ class Auth:
             return OPEN
         if action == "subscribe" and self._anonymous.allows(topic):
             return OPEN
-        unverified: str | None = None
-        if self._key is not None:
-            token = self._token(request)
-            if token is not None:
-                try:
-                    claims = self._claims(token)
-                except _NotVerified as exc:
-                    unverified = f"the token does not verify: {exc}"
-                else:
-                    rights = claims.subscribe if action == "subscribe" else claims.publish
-                    if not rights.allows(topic):
-                        raise Forbidden(f"the token does not allow {action} on {topic!r}")
-                    return claims.grant
+        token = self._token(request) if self._key is not None else None
+        grant, unverified = self._by_token(token, topic, action)
+        if grant is not None:
+            return grant
         if self._app is not None:
             return await self._app.ask(request, topic, action)
         if self._authorize is not None:
             return await self._ask_authorize(request, topic, action)
+        raise self._refusal(unverified, topic, action)
+
+    def _by_token(
+        self, token: str | None, topic: str, action: Action
+    ) -> tuple[Grant | None, str | None]:
+        """The grant a token decides (403 raised if it forbids ``action``), or
+        None and why an offered token did not verify."""
+        if token is None:
+            return None, None
+        try:
+            claims = self._claims(token)
+        except _NotVerified as exc:
+            return None, f"the token does not verify: {exc}"
+        rights = claims.subscribe if action == "subscribe" else claims.publish
+        if not rights.allows(topic):
+            raise Forbidden(f"the token does not allow {action} on {topic!r}")
+        return claims.grant, None
+
+    def _refusal(self, unverified: str | None, topic: str, action: Action) -> Unauthorized:
         if unverified is not None:
-            raise _invalid(unverified)
-        raise Unauthorized(
+            return _invalid(unverified)
+        return Unauthorized(
             f"{action} on {topic!r} needs a token: send Authorization: Bearer <token>, "
             f"the {self._cookie} cookie, or ?token="
         )
+
+    def credentials(self, request: web.Request) -> Credentials | None:
+        """What later checks of a connection (a WebSocket's ``publish``
+        commands) need of the request that opened it: the request itself when
+        an application decides (``authorize``, ``--auth-url``), else only its
+        token and its address; None when nothing is checked or limited."""
+        if self._app is not None or self._authorize is not None:
+            return Credentials(request, None, "")
+        quota = self.quota
+        if self._off and not quota.rate:
+            return None
+        token = self._token(request) if self._key is not None else None
+        return Credentials(None, token, quota.address(request) if quota.rate else "")
+
+    async def check_again(self, cred: Credentials, topic: str, action: Action) -> Grant:
+        """:meth:`check` for the connection ``cred`` was taken from, and the
+        action charged to its publisher's ``--publish-rate`` (429 past it)."""
+        request = cred.request
+        if request is not None:
+            grant = await self.check(request, topic, action)
+            self.quota.take(request, grant)
+            return grant
+        if self._off or (action == "subscribe" and self._anonymous.allows(topic)):
+            grant = OPEN
+        else:
+            found, unverified = self._by_token(cred.token, topic, action)
+            if found is None:
+                raise self._refusal(unverified, topic, action)
+            grant = found
+        self.quota.charge(self.quota.publisher_at(cred.address, grant), 1)
+        return grant
 
     def _token(self, request: web.BaseRequest) -> str | None:
         """The token from the first carrier present: header, cookie, query."""

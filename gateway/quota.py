@@ -137,8 +137,14 @@ class Quota:
         bucket is empty. Charge what it publishes with :meth:`charge`."""
         if not self.rate:
             return None
+        return self.publisher_at(self.address(request), grant)
+
+    def publisher_at(self, address: str, grant: Grant) -> str | None:
+        """:meth:`publisher` for a client whose address is known already."""
+        if not self.rate:
+            return None
         key = grant.subject
-        key = "sub:" + key if key is not None else "ip:" + address_key(self.address(request))
+        key = "sub:" + key if key is not None else "ip:" + address_key(address)
         bucket = self._bucket(key, time.monotonic())
         if bucket[0] < 1.0:
             wait = math.ceil((1.0 - bucket[0]) / self.rate)

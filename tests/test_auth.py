@@ -371,11 +371,16 @@ async def test_ws_publish_is_checked_with_the_handshake_credentials(keys: Keys) 
             reply = await command(conn, {"type": "publish", "data": {"x": 1}, "ref": 7})
             assert (reply["type"], reply["code"], reply["ref"]) == ("error", "forbidden", 7)
             assert (await command(conn, {"type": "ping"}))["type"] == "pong"  # still open
-        writer = bearer(keys.token())
-        async with websockets.connect(f"{gw.ws_url}/ws/news", additional_headers=writer) as conn:
+        token = keys.token()
+        async with websockets.connect(
+            f"{gw.ws_url}/ws/news", additional_headers=bearer(token)
+        ) as conn:
             for i in range(3):  # the decoded token is cached: one decode for all of them
                 reply = await command(conn, {"type": "publish", "data": {"i": i}})
                 assert reply["type"] == "published", reply
+            # The stream keeps the token it was opened with, not the handshake request.
+            (stream,) = [s for s in gw.context.sessions if s.transport_name == "ws"]
+            assert stream.credentials.request is None and stream.credentials.token == token
         assert len(gw.context.auth._tokens) == 2
         # An anonymous reader (no token at all) is refused the same way.
     async with gateway_with(keys, anonymous_subscribe=("news",)) as gw:

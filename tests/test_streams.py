@@ -371,7 +371,7 @@ async def test_idle_streams_own_their_connections_and_keep_nothing_of_aiohttp(
             for sink in sinks:
                 assert sink.transport.get_protocol() is sink
                 assert sink._task is None  # nothing runs for an idle stream
-                assert getattr(sink, "request", None) is None  # the request is let go
+                assert getattr(sink, "credentials", None) is None  # the request is let go
             server = gw.running.runner.server
             assert server is not None
             await wait_for(lambda: aiohttp_compat.open_connections(server) == 0)

@@ -472,7 +472,7 @@ async def test_an_idle_stream_keeps_nothing_of_cors(transport: str) -> None:
                 assert ws.response.headers[ACAO] == APP
                 await wait_for(lambda: len(gw.context.sessions) == 1)
                 (sink,) = gw.context.sessions
-                assert sink.request is None  # the handshake, headers and all, is let go
+                assert sink.credentials is None  # the handshake, headers and all, is let go
         else:
             async with gw.session.get(
                 f"{gw.url}/{transport}/news", headers={"Origin": APP}

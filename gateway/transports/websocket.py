@@ -88,10 +88,10 @@ class WSStream(Stream, asyncio.Protocol):
         "_commands",
         "_fragments",
         "_held",
+        "credentials",
         "last_pong",
         "pinged_at",
         "req",
-        "request",
         "websocket",
     )
 
@@ -100,10 +100,9 @@ class WSStream(Stream, asyncio.Protocol):
     ) -> None:
         super().__init__(request, ctx, WS_WIRE, quota_key)
         self.req = req
-        auth = ctx.auth
-        self.request: web.Request | None = request if auth.enabled or auth.quota.rate else None
-        """The handshake, for each ``publish`` command's check; kept only when
-        access control or ``--publish-rate`` needs it."""
+        self.credentials = ctx.auth.credentials(request)
+        """What each ``publish`` command is checked with: the handshake's
+        token and address (the request only for an application's own check)."""
         self.websocket = Protocol(
             Side.SERVER, max_size=ctx.settings.max_message_bytes + FRAME_OVERHEAD, logger=log
         )
@@ -224,7 +223,7 @@ class WSStream(Stream, asyncio.Protocol):
         try:
             await super().finish()
         finally:
-            self.request = None
+            self.credentials = None
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -325,11 +324,10 @@ class WSStream(Stream, asyncio.Protocol):
                     "this one was not published",
                 )
                 return
-        request = self.request
-        if request is not None:  # else access control and --publish-rate are off
+        credentials = self.credentials
+        if credentials is not None:  # else access control and --publish-rate are off
             try:  # the handshake's credentials (a cached token), and the publisher's budget
-                grant = await ctx.auth.check(request, req.topic, "publish")
-                ctx.auth.quota.take(request, grant)
+                await ctx.auth.check_again(credentials, req.topic, "publish")
             except (Unauthorized, Forbidden) as exc:  # answered, and the stream goes on
                 self._reply(ref, "error", code="forbidden", message=exc.message)
                 return
