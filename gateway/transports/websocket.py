@@ -64,7 +64,7 @@ class _PublishBudget:
         return False
 
 
-class WSStream(Stream, asyncio.Protocol):
+class WSStream(Stream):
     """A WebSocket session, from the moment its 101 is on the wire: the
     subscription or the generator's pump, the commands the client sends, and
     the ending.
