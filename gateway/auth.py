@@ -366,7 +366,7 @@ def _decide(answer: _Answer, topic: str, action: Action) -> Grant:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What :meth:`Auth.check_again` needs of a connection's opening request
+    """What :meth:`Auth.check_publish` needs of a connection's opening request
     (:meth:`Auth.credentials`): a few strings, or the request itself."""
 
     request: web.Request | None
@@ -523,20 +523,19 @@ class Auth:
         token = self._token(request) if self._key is not None else None
         return Credentials(None, token, quota.address(request) if quota.rate else "")
 
-    async def check_again(self, cred: Credentials, topic: str, action: Action) -> Grant:
-        """:meth:`check` for the connection ``cred`` was taken from, and the
-        action charged to its publisher's ``--publish-rate`` (429 past it)."""
+    async def check_publish(self, cred: Credentials, topic: str) -> Grant:
+        """:meth:`check` of a publish by the connection ``cred`` was taken
+        from, charged to its publisher's ``--publish-rate`` (429 past it)."""
         request = cred.request
         if request is not None:
-            grant = await self.check(request, topic, action)
+            grant = await self.check(request, topic, "publish")
             self.quota.take(request, grant)
             return grant
-        if self._off or (action == "subscribe" and self._anonymous.allows(topic)):
-            grant = OPEN
-        else:
-            found, unverified = self._by_token(cred.token, topic, action)
+        grant = OPEN
+        if not self._off:
+            found, unverified = self._by_token(cred.token, topic, "publish")
             if found is None:
-                raise self._refusal(unverified, topic, action)
+                raise self._refusal(unverified, topic, "publish")
             grant = found
         self.quota.charge(self.quota.publisher_at(cred.address, grant), 1)
         return grant

@@ -44,9 +44,10 @@ class Context:
     """Every open streaming connection (heartbeats, shutdown, tests); a dict as
     an ordered set, a third of a set's size at thousands of connections."""
     owned: dict[Stream, None] = field(default_factory=dict)
-    """Streams whose connection the gateway took over from aiohttp (WebSocket
-    sessions), until the connection is closed: counted against
-    ``--max-connections``, waited for and then dropped at shutdown."""
+    """Every stream, from the moment it takes its connection over from aiohttp
+    until it has closed it (``sessions`` lets go earlier, as the ending
+    starts): counted against ``--max-connections``, waited for and then
+    dropped at shutdown."""
     disconnects: Counter[str] = field(default_factory=Counter)
     """How many streams ended, by reason (``slow_consumer``, ``limit``, ...)."""
     sources: dict[str, str] = field(default_factory=dict)

@@ -189,7 +189,6 @@ def sse_retry_field(retry_ms: int) -> bytes:
 
 WS_TEXT = 0x1
 WS_PING_OPCODE = 0x9
-WS_PONG_OPCODE = 0xA
 
 
 def ws_frame(payload: bytes, opcode: int = WS_TEXT) -> bytes:

@@ -199,7 +199,7 @@ class ConnectionGate:
     def __init__(self, max_connections: int, owned: Sized = ()) -> None:
         self.max_connections = max_connections
         self.owned = owned
-        """The open connections the gateway took over from aiohttp (``Context.owned``)."""
+        """The open connections the streams took over from aiohttp (``Context.owned``)."""
         self.lingering = 0
         """Refused connections waiting for the client to read its 503."""
         self.refused = Tally(f"refusing connections: --max-connections ({max_connections}) reached")

@@ -327,7 +327,7 @@ class WSStream(Stream):
         credentials = self.credentials
         if credentials is not None:  # else access control and --publish-rate are off
             try:  # the handshake's credentials (a cached token), and the publisher's budget
-                await ctx.auth.check_again(credentials, req.topic, "publish")
+                await ctx.auth.check_publish(credentials, req.topic)
             except (Unauthorized, Forbidden) as exc:  # answered, and the stream goes on
                 self._reply(ref, "error", code="forbidden", message=exc.message)
                 return
