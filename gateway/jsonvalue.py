@@ -173,8 +173,12 @@ def number_problem(token: bytes) -> str | None:
 
 
 def _suspicious(raw: bytes) -> bool:
+    # find(), not ``in``: ``bytes in bytes`` first tries its operand as an
+    # integer, and the TypeError it makes and drops costs more than the search
+    # itself on a small body (155 ns against find()'s 76 here; callgrind: the
+    # two were 1.4 % of a publish's instructions).
     classes = raw.translate(_CLASSES)
-    if _RUN in classes and (
+    if classes.find(_RUN) >= 0 and (
         _BIG_AFTER_SPACE in classes
         or _NEGATIVE_19 in classes
         or _LONG_FRACTION in classes
@@ -182,7 +186,7 @@ def _suspicious(raw: bytes) -> bool:
     ):
         return True
     # "e-" first: a plain search, far cheaper than the regex call on a small body.
-    return b"e-" in classes and _NEGATIVE_EXPONENT.search(classes) is not None
+    return classes.find(b"e-") >= 0 and _NEGATIVE_EXPONENT.search(classes) is not None
 
 
 def _first_problem(raw: bytes) -> str | None:
