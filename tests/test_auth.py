@@ -549,3 +549,37 @@ def test_without_a_key_the_token_libraries_are_not_loaded() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize(("method", "suffix"), [("POST", ""), ("POST", "/batch"), ("DELETE", "")])
+async def test_a_write_checks_the_topic_then_the_right_then_what_the_topic_is(
+    method: str, suffix: str
+) -> None:
+    """Publish, batch and delete: a malformed topic is 400 before any token is
+    asked for, a missing or short right is 401/403 before the topic is said to
+    be a per-connection stream (409), and only a right to it hears that; a
+    right to a topic gets the handler's own answer."""
+    keys = Keys("HS256", SECRET, SECRET, "HS256", None)
+    writer = keys.token(streamgate={"publish": ["count", "news"]})
+    reader = keys.token(streamgate={"subscribe": ["count", "news"]})
+    async with gateway_with(keys) as gw:
+
+        async def answer(topic: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+            headers = {"Content-Type": "application/json"}
+            if token is not None:
+                headers.update(bearer(token))
+            url = f"{gw.url}/topics/{topic}{suffix}"
+            data = b"[1]" if suffix else b"1"
+            async with gw.session.request(method, url, data=data, headers=headers) as r:
+                return r.status, await r.json()
+
+        async def error(topic: str, token: str | None = None) -> tuple[int, str]:
+            status, body = await answer(topic, token)
+            return status, body["error"]
+
+        assert await error("-bad") == (400, "bad_topic")
+        assert await error("count") == (401, "unauthorized")
+        assert await error("count", reader) == (403, "forbidden")
+        assert await error("count", writer) == (409, "not_a_topic")
+        status, body = await answer("news", writer)
+        assert (status, body["topic"]) == ((200, "news") if method == "DELETE" else (201, "news"))
