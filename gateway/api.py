@@ -24,7 +24,7 @@ from .errors import (
 )
 from .ids import format_id
 from .origins import preflight
-from .responses import error_response, json_errors, json_response
+from .responses import Handler, error_response, json_errors, json_response
 from .transports.common import parse_limit, parse_since, validate_topic
 
 __all__ = ["STATIC_DIR", "routes"]
@@ -116,7 +116,6 @@ def require_media_type(request: web.Request, accepted: tuple[str, ...], hint: st
     raise UnsupportedMediaType(f"{what}: {hint}")
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TopicHandler = Callable[[web.Request, Context, str, Grant], Awaitable[web.Response]]
 
 

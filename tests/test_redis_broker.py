@@ -226,7 +226,7 @@ async def test_idle_topics_expire_but_a_subscriber_on_the_other_replica_keeps_on
 ) -> None:
     # A TTL of 1 s, not less: on a loaded machine a stall of the TTL's length
     # between the publishes and the 409 below, or in b's sweep that keeps
-    # "held" alive, would expire a topic early (this failed once at 0.3 s).
+    # "held" alive, would expire a topic early (the test failed once at 0.3 s).
     async with replicas(redis_url, "t6:", topic_ttl=1.0, max_topics=3) as (a, b):
         await a.publish("held", 0)
         reader = asyncio.create_task(read_until(b.url, "sse", "held", count=1))
